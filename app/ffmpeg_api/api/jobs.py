@@ -1,0 +1,103 @@
+"""Jobs: submit, read, list, cancel, logs and outputs."""
+
+from __future__ import annotations
+
+import os
+
+from flask import Blueprint, g, jsonify, request, send_file
+
+from .. import jobs, storage
+from ..errors import Conflict, NotFound, ValidationError
+from .pipeline import authenticated, db, json_body, redis_conn, settings
+
+bp = Blueprint("jobs", __name__)
+
+
+def links(job_id: str) -> dict:
+    base = f"/api/v1/jobs/{job_id}"
+    return {"self": base, "logs": f"{base}/logs", "output": f"{base}/output", "cancel": base}
+
+
+def view(row: dict) -> dict:
+    data = jobs.public(row)
+    data["links"] = links(data["id"])
+    return data
+
+
+@bp.post("/convert")
+@authenticated
+def convert():
+    s = settings()
+    body = json_body()
+    spec = jobs.validate_submission(body, s, redis_conn())
+    row = jobs.create(db(), redis_conn(), s, spec, g.principal)
+    response = jsonify(view(row))
+    response.status_code = 202
+    response.headers["Location"] = links(str(row["id"]))["self"]
+    return response
+
+
+@bp.get("/jobs")
+@authenticated
+def list_jobs():
+    try:
+        limit = int(request.args.get("limit", 50))
+        offset = int(request.args.get("offset", 0))
+    except ValueError:
+        raise ValidationError("limit and offset must be integers", field="limit") from None
+    rows, total = jobs.list_jobs(
+        db(), g.principal, status=request.args.get("status"), limit=limit, offset=offset
+    )
+    return jsonify(
+        {"jobs": [view(r) for r in rows], "total": total, "limit": limit, "offset": offset}
+    )
+
+
+@bp.get("/jobs/<job_id>")
+@authenticated
+def get_job(job_id: str):
+    return jsonify(view(jobs.get(db(), job_id, g.principal)))
+
+
+@bp.delete("/jobs/<job_id>")
+@authenticated
+def cancel_job(job_id: str):
+    outcome = jobs.cancel(db(), redis_conn(), job_id, g.principal)
+    return jsonify({**view(outcome["job"]), "changed": outcome["changed"]})
+
+
+@bp.get("/jobs/<job_id>/logs")
+@authenticated
+def job_logs(job_id: str):
+    row = jobs.get(db(), job_id, g.principal)
+    return jsonify({"id": str(row["id"]), "status": row["status"], "logs": row["logs"] or ""})
+
+
+@bp.get("/jobs/<job_id>/output")
+@authenticated
+def job_output(job_id: str):
+    s = settings()
+    row = jobs.get(db(), job_id, g.principal)
+    if row["status"] != "completed":
+        raise Conflict(f"job {row['id']} is {row['status']}; outputs exist once it completes")
+    wanted = request.args.get("file")
+    if wanted:
+        candidates = [
+            o
+            for o in row["outputs"]
+            if o.endswith("/" + wanted.lstrip("/")) and o.startswith(f"output/{row['id']}/")
+        ]
+        if not candidates:
+            raise NotFound(f"job has no output named {wanted!r}; see its outputs list")
+        relpath = candidates[0]
+    else:
+        relpath = row["output_path"]
+    if not relpath:
+        raise NotFound("job has no output file")
+    path = storage.resolve(s.storage_root, relpath)
+    if not os.path.isfile(path):
+        raise NotFound("the output file is gone (cleaned up or archived)")
+    db().rollback()
+    return send_file(
+        path, conditional=True, as_attachment=True, download_name=os.path.basename(path)
+    )

@@ -1,0 +1,284 @@
+"""What happens around every request: identity, limits, maintenance, errors, logs, metrics.
+
+Each view declares who may call it with `@public`, `@authenticated` or `@admin_only`; the
+`before_request` hook below enforces it, so no view can forget a check.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import sys
+import time
+import uuid
+
+from flask import Flask, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from .. import control, keys, ratelimit
+from .. import db as dbmod
+from ..errors import ApiError, Forbidden, RateLimited, Unavailable
+from ..metrics import HTTP_DURATION, HTTP_REQUESTS, KEY_USAGE, RATE_LIMITED
+from ..redis_conn import get_redis
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("ffmpeg_api.access")
+
+AUTH_ATTR = "_ffmpeg_api_auth"
+
+
+def _mark(level: str, *, maintenance_exempt: bool = False):
+    def decorator(view):
+        setattr(view, AUTH_ATTR, level)
+        view._maintenance_exempt = maintenance_exempt
+        return view
+
+    return decorator
+
+
+public = _mark("public", maintenance_exempt=True)
+authenticated = _mark("key")
+admin_only = _mark("admin")
+admin_during_maintenance = _mark("admin", maintenance_exempt=True)
+
+
+def settings():
+    from flask import current_app
+
+    return current_app.config["SETTINGS"]
+
+
+def db():
+    """This request's connection (taken from the process pool on first use)."""
+    if "db_conn" not in g:
+        s = settings()
+        pool = dbmod.get_pool(s.database_url, s.database_pool_size)
+        g.db_pool = pool
+        g.db_conn = pool.getconn()
+    return g.db_conn
+
+
+def redis_conn():
+    return get_redis(settings().redis_url)
+
+
+def client_ip(remote_addr: str | None, forwarded_for: str | None, trusted) -> str:
+    """The client's address: X-Forwarded-For is believed only from a trusted proxy, and then
+    read from the right, skipping further trusted proxies."""
+    peer = remote_addr or "0.0.0.0"  # noqa: S104 - a placeholder address, never bound
+    if not forwarded_for or not _in(peer, trusted):
+        return peer
+    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+    for hop in reversed(hops):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            return peer
+        if not _in(hop, trusted):
+            return hop
+    return hops[0] if hops else peer
+
+
+def _in(addr: str, networks) -> bool:
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
+def presented_key() -> str | None:
+    key = request.headers.get("X-API-Key")
+    if key:
+        return key.strip()
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return None
+
+
+def init_app(app: Flask, s) -> None:
+    trusted = s.trusted_networks()
+    _configure_access_log(s.access_log)
+
+    @app.before_request
+    def before():
+        g.started = time.perf_counter()
+        g.request_id = request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
+        g.client_ip = client_ip(
+            request.remote_addr, request.headers.get("X-Forwarded-For"), trusted
+        )
+        g.principal = None
+        view = app.view_functions.get(request.endpoint) if request.endpoint else None
+        level = getattr(view, AUTH_ATTR, "public") if view else "public"
+        if level == "public":
+            return None
+        _admission(s, exempt=getattr(view, "_maintenance_exempt", False))
+        g.principal = keys.authenticate(db(), presented_key())
+        KEY_USAGE.labels(g.principal.key_id).inc()
+        if level == "admin" and not g.principal.is_admin:
+            raise Forbidden("this endpoint needs an admin key")
+        limit = (
+            g.principal.rate_limit
+            if g.principal.rate_limit is not None
+            else s.rate_limit_per_minute
+        )
+        if limit > 0:
+            window, retry_after = ratelimit.window_now()
+            pipe = redis_conn().pipeline(transaction=False)
+            ratelimit.queue_hit(pipe, "key", g.principal.key_id, window)
+            count = pipe.execute()[0]
+            verdict = ratelimit.verdict("key", count, limit, retry_after)
+            if not verdict.allowed:
+                _refuse(verdict)
+        return None
+
+    @app.after_request
+    def after(response):
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        _observe(response.status_code, response.calculate_content_length())
+        return response
+
+    @app.teardown_request
+    def release(_exc):
+        conn = g.pop("db_conn", None)
+        if conn is not None:
+            try:
+                conn.rollback()
+            finally:
+                g.db_pool.putconn(conn)
+
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError):
+        response = jsonify({**exc.to_dict(), "request_id": g.get("request_id")})
+        response.status_code = exc.status
+        for k, v in exc.headers.items():
+            response.headers[k] = v
+        return response
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        code = {
+            400: "bad_request",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "payload_too_large",
+        }.get(exc.code or 500, "http_error")
+        message = exc.description or exc.name
+        if exc.code == 413:
+            message = f"request body exceeds the limit of {s.max_upload_bytes} bytes"
+        response = jsonify(
+            {"error": {"code": code, "message": message}, "request_id": g.get("request_id")}
+        )
+        response.status_code = exc.code or 500
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        response = jsonify(
+            {
+                "error": {
+                    "code": "internal_error",
+                    "message": "internal error; quote the request_id",
+                },
+                "request_id": g.get("request_id"),
+            }
+        )
+        response.status_code = 500
+        return response
+
+
+def _admission(s, *, exempt: bool) -> None:
+    """Maintenance mode and the service-wide limits, read in one Redis round trip."""
+    window, retry_after = ratelimit.window_now()
+    pipe = redis_conn().pipeline(transaction=False)
+    pipe.get(control.MAINTENANCE_KEY)
+    pipe.ttl(control.MAINTENANCE_KEY)
+    pipe.get(control.GLOBAL_LIMIT_KEY)
+    pipe.get(control.DDOS_KEY)
+    ratelimit.queue_hit(pipe, "global", "all", window)
+    ratelimit.queue_hit(pipe, "ip", g.client_ip, window)
+    maint, ttl, global_limit, ddos, global_count, _, ip_count, _ = pipe.execute()
+    if maint is not None and not exempt:
+        wait = ttl if ttl and ttl > 0 else 60
+        raise Unavailable(
+            "the service is in maintenance mode; retry later",
+            headers={"Retry-After": str(min(wait, 3600))},
+        )
+    limit = int(global_limit) if global_limit is not None else s.global_rate_limit_per_minute
+    verdict = ratelimit.verdict("global", global_count, limit, retry_after)
+    if not verdict.allowed:
+        _refuse(verdict)
+    if ddos is not None:
+        verdict = ratelimit.verdict("ip", ip_count, s.ddos_ip_rate_limit_per_minute, retry_after)
+        if not verdict.allowed:
+            _refuse(verdict)
+
+
+def _refuse(verdict) -> None:
+    RATE_LIMITED.labels(verdict.scope).inc()
+    raise RateLimited(
+        f"rate limit exceeded ({verdict.scope}: {verdict.limit} requests per minute)",
+        headers={
+            "Retry-After": str(verdict.retry_after),
+            "X-RateLimit-Limit": str(verdict.limit),
+            "X-RateLimit-Scope": verdict.scope,
+        },
+    )
+
+
+def _observe(status: int, size) -> None:
+    started = g.get("started")
+    elapsed = time.perf_counter() - started if started else 0.0
+    route = request.url_rule.rule if request.url_rule else "<unmatched>"
+    HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
+    HTTP_DURATION.labels(request.method, route, str(status)).observe(elapsed)
+    principal = g.get("principal")
+    line = {
+        "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        + f".{int(time.time() % 1 * 1000):03d}Z",
+        "request_id": g.get("request_id"),
+        "client_ip": g.get("client_ip"),
+        "method": request.method,
+        "route": route,
+        "path": request.path,
+        "status": status,
+        "duration_ms": round(elapsed * 1000, 2),
+        "bytes": size,
+        "key_id": principal.key_id if principal else None,
+        "user_id": principal.user_id if principal else None,
+        "user_agent": request.headers.get("User-Agent", "")[:200],
+    }
+    if principal is not None and principal.monitored:
+        line["monitored"] = True
+    access_log.info(json.dumps(line, separators=(",", ":")))
+
+
+def _configure_access_log(target: str) -> None:
+    if getattr(access_log, "_configured", False):
+        return
+    handler = (
+        logging.StreamHandler(sys.stdout) if target in ("-", "") else logging.FileHandler(target)
+    )
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access_log.addHandler(handler)
+    access_log.setLevel(logging.INFO)
+    access_log.propagate = False
+    access_log._configured = True
+
+
+def json_body() -> dict:
+    """The request's JSON object, or a clear 400 for anything that is not one."""
+    from ..errors import ValidationError
+
+    if not request.data:
+        raise ApiError("a JSON body is required")
+    try:
+        body = json.loads(request.data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(f"malformed JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ValidationError("the request body must be a JSON object")
+    return body

@@ -1,0 +1,116 @@
+"""PostgreSQL access: one connection pool per process, and versioned SQL migrations.
+
+Pools are created lazily and re-created after a fork (gunicorn and RQ both fork), because a
+libpq connection must never be shared between processes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from contextlib import contextmanager
+from importlib import resources
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+# Any constant works; it only has to be the same for every process migrating this database.
+MIGRATION_LOCK_ID = 0x46464D50  # "FFMP"
+
+_pools: dict[tuple[str, int], tuple[int, ConnectionPool]] = {}
+_pools_lock = threading.Lock()
+
+
+def _reset_after_fork() -> None:
+    global _pools_lock
+    _pools_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def get_pool(url: str, max_size: int = 10) -> ConnectionPool:
+    key = (url, max_size)
+    pid = os.getpid()
+    with _pools_lock:
+        entry = _pools.get(key)
+        if entry is not None and entry[0] == pid:
+            return entry[1]
+        # Inherited from a parent process: forget it without closing the parent's sockets.
+        pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max(1, max_size),
+            kwargs={"row_factory": dict_row, "autocommit": False},
+            open=True,
+            name=f"ffmpeg-api-{pid}",
+        )
+        _pools[key] = (pid, pool)
+        return pool
+
+
+def close_pools() -> None:
+    with _pools_lock:
+        for pid, pool in _pools.values():
+            if pid == os.getpid():
+                pool.close()
+        _pools.clear()
+
+
+@contextmanager
+def transaction(url: str, max_size: int = 10):
+    """A connection in a transaction: committed on success, rolled back on any exception."""
+    pool = get_pool(url, max_size)
+    with pool.connection() as conn:
+        yield conn
+
+
+def connect(url: str) -> psycopg.Connection:
+    """A standalone connection for short-lived processes (CLI, worker horses)."""
+    return psycopg.connect(url, row_factory=dict_row, autocommit=False)
+
+
+def available_migrations() -> list[tuple[str, str]]:
+    files = resources.files("ffmpeg_api") / "migrations"
+    found = sorted(p.name for p in files.iterdir() if p.name.endswith(".sql"))
+    return [(name.removesuffix(".sql"), (files / name).read_text()) for name in found]
+
+
+def applied_migrations(conn: psycopg.Connection) -> set[str]:
+    exists = conn.execute("SELECT to_regclass('public.schema_migrations') AS t").fetchone()["t"]
+    if exists is None:
+        return set()
+    return {r["version"] for r in conn.execute("SELECT version FROM schema_migrations")}
+
+
+def pending_migrations(url: str) -> list[str]:
+    with connect(url) as conn:
+        done = applied_migrations(conn)
+    return [version for version, _ in available_migrations() if version not in done]
+
+
+def upgrade(url: str, *, dry_run: bool = False) -> list[str]:
+    """Apply pending migrations in order, each in its own transaction, under an advisory lock
+    so that concurrent deploys on several hosts apply each migration exactly once."""
+    if dry_run:
+        return pending_migrations(url)
+    applied: list[str] = []
+    with psycopg.connect(url, row_factory=dict_row, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = applied_migrations(conn)
+            for version, sql in available_migrations():
+                if version in done:
+                    continue
+                with conn.transaction():
+                    conn.execute(sql)
+                    conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+                applied.append(version)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))
+    return applied

@@ -1,0 +1,81 @@
+"""Errors that carry their own HTTP status and machine-readable code.
+
+The API turns any `ApiError` into `{"error": {"code": ..., "message": ..., "field": ...}}`;
+the CLI turns it into exit code 1 (or 2 for `ValidationError`) with the same message.
+"""
+
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, field: str | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.headers = headers or {}
+
+    def to_dict(self) -> dict:
+        body = {"code": self.code, "message": self.message}
+        if self.field:
+            body["field"] = self.field
+        return {"error": body}
+
+
+class ValidationError(ApiError):
+    status = 422
+    code = "validation_error"
+
+
+class InputRejected(ApiError):
+    """The input media cannot or must not be processed (format, limits, unreadable)."""
+
+    status = 422
+    code = "input_rejected"
+
+
+class PathError(ApiError):
+    status = 400
+    code = "invalid_path"
+
+
+class NotFound(ApiError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ApiError):
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+    code = "payload_too_large"
+
+
+class Unauthorized(ApiError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(ApiError):
+    status = 403
+    code = "forbidden"
+
+
+class RateLimited(ApiError):
+    status = 429
+    code = "rate_limited"
+
+
+class Unavailable(ApiError):
+    status = 503
+    code = "unavailable"
+
+
+class GpuUnavailable(ApiError):
+    status = 422
+    code = "gpu_unavailable"

@@ -1,0 +1,87 @@
+"""Storage cleanup rules: which files are garbage, decided against the jobs table.
+
+- tmp/: entries older than a threshold, except the work directories of processing jobs.
+- output/<job id>/: orphaned when no job row has that id, or its job failed or was cancelled.
+  Outputs of completed jobs are never touched here (archiving them is a separate, explicit step).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import psycopg
+
+from . import storage
+from .settings import Settings
+
+
+def _job_id_of(name: str) -> str | None:
+    head = name.split(".", 1)[0]
+    try:
+        return str(uuid.UUID(head))
+    except ValueError:
+        return None
+
+
+def plan_cleanup(
+    conn: psycopg.Connection, settings: Settings, *, tmp_older_than: float | None, orphans: bool
+) -> dict:
+    root = settings.storage_root
+    storage.ensure_layout(root)
+    tmp_victims: list[str] = []
+    orphan_victims: list[str] = []
+    if tmp_older_than is not None:
+        running = {
+            str(r["id"]) for r in conn.execute("SELECT id FROM jobs WHERE status = 'processing'")
+        }
+        keep = {name for name in os.listdir(settings.tmp_dir) if _job_id_of(name) in running}
+        tmp_victims = storage.old_tmp_entries(root, tmp_older_than, keep)
+    if orphans:
+        names = sorted(os.listdir(settings.output_dir))
+        ids = [i for i in (_job_id_of(n) for n in names) if i]
+        status = {
+            str(r["id"]): r["status"]
+            for r in conn.execute("SELECT id, status FROM jobs WHERE id = ANY(%s::uuid[])", (ids,))
+        }
+        for name in names:
+            job_id = _job_id_of(name)
+            if job_id is None or status.get(job_id) in (None, "failed", "cancelled"):
+                orphan_victims.append(os.path.join(settings.output_dir, name))
+    conn.rollback()
+    return {"tmp": tmp_victims, "orphans": orphan_victims}
+
+
+def cleanup(
+    conn: psycopg.Connection,
+    settings: Settings,
+    *,
+    tmp_older_than: float | None,
+    orphans: bool,
+    dry_run: bool = False,
+) -> dict:
+    plan = plan_cleanup(conn, settings, tmp_older_than=tmp_older_than, orphans=orphans)
+    freed = 0
+    rel = {k: [storage.relative(settings.storage_root, p) for p in v] for k, v in plan.items()}
+    if dry_run:
+        freed = sum(_size(p) for paths in plan.values() for p in paths)
+    else:
+        for paths in plan.values():
+            for path in paths:
+                freed += storage.remove(path)
+    return {
+        "changed": bool(plan["tmp"] or plan["orphans"]),
+        "dry_run": dry_run,
+        "removed_tmp": rel["tmp"],
+        "removed_orphans": rel["orphans"],
+        "bytes_freed": freed,
+    }
+
+
+def _size(path: str) -> int:
+    if os.path.isdir(path) and not os.path.islink(path):
+        return storage.tree_size(path)[0]
+    try:
+        return os.lstat(path).st_size
+    except FileNotFoundError:
+        return 0

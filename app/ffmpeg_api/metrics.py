@@ -1,0 +1,181 @@
+"""Prometheus metrics that stay true across processes and hosts.
+
+- HTTP figures are kept by prometheus_client's multiprocess mode when gunicorn runs several
+  workers (PROMETHEUS_MULTIPROC_DIR, set by gunicorn.conf.py), so any worker's /metrics answers
+  for all of them.
+- Job figures are produced by RQ workers on other hosts, so workers add them to Redis hashes and
+  the API exposes those at scrape time. Losing Redis resets them, which Prometheus handles as any
+  counter reset.
+- Queue depths, workers and jobs by state are read live at scrape time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+
+log = logging.getLogger(__name__)
+
+JOB_BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+JOBS_TOTAL_KEY = "ffmpeg_api:metrics:jobs_total"
+DURATION_KEY_PREFIX = "ffmpeg_api:metrics:job_duration:"
+
+HTTP_REQUESTS = Counter(
+    "http_requests_total", "HTTP requests answered", ["method", "route", "status"]
+)
+HTTP_DURATION = Histogram(
+    "http_request_duration_seconds",
+    "Time to answer an HTTP request",
+    ["method", "route", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+RATE_LIMITED = Counter("rate_limit_exceeded_total", "Requests refused by a rate limit", ["scope"])
+KEY_USAGE = Counter("api_key_usage_total", "Authenticated requests per API key id", ["key_id"])
+
+
+def record_job(redis_conn, operations: list[str], status: str, duration: float | None) -> None:
+    """Called by workers when a job reaches a final state."""
+    pipe = redis_conn.pipeline(transaction=False)
+    for op in sorted(set(operations)):
+        pipe.hincrby(JOBS_TOTAL_KEY, f"{op}|{status}", 1)
+        if duration is not None and status == "completed":
+            key = DURATION_KEY_PREFIX + op
+            for le in JOB_BUCKETS:
+                if duration <= le:
+                    pipe.hincrby(key, f"le:{le}", 1)
+            pipe.hincrby(key, "count", 1)
+            pipe.hincrbyfloat(key, "sum", duration)
+    pipe.execute()
+
+
+class LiveCollector:
+    """Collects figures from Redis and PostgreSQL at scrape time."""
+
+    def __init__(self, settings):
+        self.settings = settings
+
+    def collect(self):
+        from .redis_conn import get_redis
+
+        conn = get_redis(self.settings.redis_url)
+        up = GaugeMetricFamily(
+            "ffmpeg_api_dependency_up", "Whether a dependency answered", labels=["dependency"]
+        )
+        try:
+            yield from self._redis_figures(conn)
+            up.add_metric(["redis"], 1)
+        except Exception:  # a scrape must not fail because one source is down
+            log.exception("redis metrics unavailable")
+            up.add_metric(["redis"], 0)
+        try:
+            yield from self._db_figures()
+            up.add_metric(["postgresql"], 1)
+        except Exception:
+            log.exception("database metrics unavailable")
+            up.add_metric(["postgresql"], 0)
+        yield up
+
+    def _redis_figures(self, conn):
+        from rq import Worker
+
+        from . import queues
+
+        totals = CounterMetricFamily(
+            "ffmpeg_jobs", "Jobs finished, by operation and status", labels=["operation", "status"]
+        )
+        for field, value in sorted(conn.hgetall(JOBS_TOTAL_KEY).items()):
+            op, _, status = field.decode().partition("|")
+            totals.add_metric([op, status], int(value))
+        yield totals
+
+        hist = HistogramMetricFamily(
+            "ffmpeg_job_duration_seconds",
+            "Processing time of completed jobs, by operation",
+            labels=["operation"],
+        )
+        for key in sorted(conn.scan_iter(match=DURATION_KEY_PREFIX + "*")):
+            op = key.decode().removeprefix(DURATION_KEY_PREFIX)
+            data = {k.decode(): float(v) for k, v in conn.hgetall(key).items()}
+            buckets = [(str(le), data.get(f"le:{le}", 0.0)) for le in JOB_BUCKETS]
+            buckets.append(("+Inf", data.get("count", 0.0)))
+            hist.add_metric([op], buckets, data.get("sum", 0.0))
+        yield hist
+
+        depth = GaugeMetricFamily(
+            "ffmpeg_queue_depth", "Jobs waiting in an RQ queue", labels=["queue"]
+        )
+        d = queues.depths(conn)
+        for name in queues.ALL_QUEUES:
+            depth.add_metric([name], d[name])
+        yield depth
+        yield GaugeMetricFamily(
+            "ffmpeg_queue_failed_jobs", "Jobs in RQ failed registries", value=d["failed"]
+        )
+
+        workers = GaugeMetricFamily(
+            "ffmpeg_workers", "RQ workers alive, by kind and state", labels=["kind", "state"]
+        )
+        counts = {(k, s): 0 for k in ("cpu", "gpu") for s in ("busy", "idle")}
+        for w in Worker.all(connection=conn):
+            kind = "gpu" if "gpu" in w.queue_names() else "cpu"
+            state = "busy" if w.get_state() == "busy" else "idle"
+            counts[(kind, state)] += 1
+        for (kind, state), n in counts.items():
+            workers.add_metric([kind, state], n)
+        yield workers
+
+    def _db_figures(self):
+        from . import db
+        from .jobs import STATUSES
+
+        states = GaugeMetricFamily(
+            "ffmpeg_jobs_in_state", "Jobs currently in each status", labels=["status"]
+        )
+        with db.transaction(self.settings.database_url, self.settings.database_pool_size) as c:
+            rows = {
+                r["status"]: r["n"]
+                for r in c.execute("SELECT status, count(*) AS n FROM jobs GROUP BY status")
+            }
+            oldest = c.execute(
+                "SELECT extract(epoch FROM now() - min(created_at)) AS age FROM jobs"
+                " WHERE status = 'queued'"
+            ).fetchone()["age"]
+            conns = c.execute(
+                "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database()"
+            ).fetchone()["n"]
+        for s in STATUSES:
+            states.add_metric([s], rows.get(s, 0))
+        yield states
+        yield GaugeMetricFamily(
+            "ffmpeg_oldest_queued_job_age_seconds",
+            "Age of the oldest queued job (0 when none)",
+            value=float(oldest or 0),
+        )
+        yield GaugeMetricFamily(
+            "ffmpeg_db_connections", "Connections to the service's database", value=conns
+        )
+
+
+def render(settings) -> bytes:
+    live = CollectorRegistry()
+    live.register(LiveCollector(settings))
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        from prometheus_client import REGISTRY as registry
+    return generate_latest(registry) + generate_latest(live)

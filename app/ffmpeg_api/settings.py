@@ -1,0 +1,192 @@
+"""The service's configuration: every setting is an environment variable, declared once here.
+
+`SETTINGS_DOC` is the documentation source: the README's configuration table is checked
+against it by a test, so a variable cannot be added without being documented.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the service cannot use."""
+
+
+def _setting(env: str, default, doc: str):
+    return field(default=default, metadata={"env": env, "doc": doc})
+
+
+def _parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {raw!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = _setting(
+        "DATABASE_URL",
+        "postgresql://ffmpeg_user@localhost/ffmpeg_api",
+        "PostgreSQL connection URL (libpq syntax).",
+    )
+    database_pool_size: int = _setting(
+        "DATABASE_POOL_SIZE", 10, "Maximum PostgreSQL connections per API process."
+    )
+    redis_url: str = _setting("REDIS_URL", "redis://localhost:6379/0", "Redis connection URL.")
+    storage_root: str = _setting(
+        "STORAGE_ROOT",
+        "/var/lib/ffmpeg-api/storage",
+        "Directory holding uploads/, output/ and tmp/. Every path a client names is confined here.",
+    )
+    ffmpeg_bin: str = _setting("FFMPEG_BIN", "ffmpeg", "ffmpeg executable.")
+    ffprobe_bin: str = _setting("FFPROBE_BIN", "ffprobe", "ffprobe executable.")
+    worker_concurrency: int = _setting(
+        "WORKER_CONCURRENCY",
+        2,
+        "RQ worker processes per host (read by the deployment; each process runs one job).",
+    )
+    ffmpeg_threads: int = _setting(
+        "FFMPEG_THREADS", 0, "Threads per ffmpeg process (0 lets ffmpeg decide)."
+    )
+    max_upload_bytes: int = _setting(
+        "MAX_UPLOAD_BYTES", 2 * 1024**3, "Largest accepted upload; larger answers 413."
+    )
+    max_input_duration: float = _setting(
+        "MAX_INPUT_DURATION", 4 * 3600.0, "Longest accepted input, in seconds."
+    )
+    max_input_pixels: int = _setting(
+        "MAX_INPUT_PIXELS", 4096 * 2160, "Largest accepted input frame (width x height)."
+    )
+    max_output_pixels: int = _setting(
+        "MAX_OUTPUT_PIXELS", 4096 * 2160, "Largest output frame a job may request."
+    )
+    job_timeout_base: float = _setting(
+        "JOB_TIMEOUT_BASE", 60.0, "Seconds every job step gets before its duration-scaled share."
+    )
+    job_timeout_factor: float = _setting(
+        "JOB_TIMEOUT_FACTOR",
+        10.0,
+        "Seconds of processing allowed per second of input, per step, on top of the base.",
+    )
+    job_max_retries: int = _setting(
+        "JOB_MAX_RETRIES", 3, "Times a job lost with its worker is requeued before it fails."
+    )
+    job_heartbeat_interval: float = _setting(
+        "JOB_HEARTBEAT_INTERVAL", 2.0, "Seconds between a running job's heartbeats."
+    )
+    job_heartbeat_timeout: float = _setting(
+        "JOB_HEARTBEAT_TIMEOUT",
+        60.0,
+        "A processing job whose heartbeat is older than this is considered lost and requeued.",
+    )
+    orphan_scan_interval: float = _setting(
+        "ORPHAN_SCAN_INTERVAL", 15.0, "Seconds between each worker's scan for lost jobs."
+    )
+    rate_limit_per_minute: int = _setting(
+        "RATE_LIMIT_PER_MINUTE", 600, "Requests per minute per API key (keys may override)."
+    )
+    global_rate_limit_per_minute: int = _setting(
+        "GLOBAL_RATE_LIMIT_PER_MINUTE",
+        0,
+        "Requests per minute for the whole service (0 = unlimited); the admin API can change it.",
+    )
+    ddos_ip_rate_limit_per_minute: int = _setting(
+        "DDOS_IP_RATE_LIMIT_PER_MINUTE",
+        60,
+        "Requests per minute per client IP while DDoS-protection mode is on.",
+    )
+    trusted_proxies: tuple = _setting(
+        "TRUSTED_PROXIES",
+        ("127.0.0.1/32", "::1/128"),
+        "Comma-separated CIDRs whose X-Forwarded-For is believed.",
+    )
+    webhook_secret: str = _setting(
+        "WEBHOOK_SECRET", "", "HMAC-SHA256 key signing webhook bodies (required to send webhooks)."
+    )
+    webhook_allow_private: bool = _setting(
+        "WEBHOOK_ALLOW_PRIVATE",
+        False,
+        "Allow webhook URLs resolving to loopback, private or link-local addresses.",
+    )
+    webhook_max_attempts: int = _setting(
+        "WEBHOOK_MAX_ATTEMPTS", 5, "Delivery attempts per webhook, with exponential backoff."
+    )
+    webhook_backoff: float = _setting(
+        "WEBHOOK_BACKOFF", 2.0, "First retry delay of a webhook, in seconds (doubles each time)."
+    )
+    gpu_device: str = _setting(
+        "GPU_DEVICE", "0", "CUDA device index probed and used by GPU workers."
+    )
+    access_log: str = _setting(
+        "ACCESS_LOG", "-", "Where JSON access lines go: '-' for stdout, or a file path."
+    )
+    log_level: str = _setting("LOG_LEVEL", "INFO", "Application log level.")
+    metrics_token: str = _setting(
+        "METRICS_TOKEN", "", "If set, /metrics requires 'Authorization: Bearer <token>'."
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in fields(cls):
+            raw = environ.get(f.metadata["env"])
+            if raw is None:
+                continue
+            try:
+                values[f.name] = _convert(f.default, raw)
+            except ValueError as exc:
+                raise SettingsError(f"{f.metadata['env']}: {exc}") from None
+        settings = cls(**values)
+        settings.trusted_networks()  # validate early
+        return settings
+
+    def trusted_networks(self) -> list:
+        try:
+            return [ipaddress.ip_network(c.strip(), strict=False) for c in self.trusted_proxies]
+        except ValueError as exc:
+            raise SettingsError(f"TRUSTED_PROXIES: {exc}") from None
+
+    @property
+    def uploads_dir(self) -> str:
+        return os.path.join(self.storage_root, "uploads")
+
+    @property
+    def output_dir(self) -> str:
+        return os.path.join(self.storage_root, "output")
+
+    @property
+    def tmp_dir(self) -> str:
+        return os.path.join(self.storage_root, "tmp")
+
+
+def _convert(default, raw: str):
+    if isinstance(default, bool):
+        return _parse_bool(raw)
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    if isinstance(default, tuple):
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    return raw
+
+
+def settings_doc() -> list[tuple[str, str, str]]:
+    """(variable, default, description) for every setting, in declaration order."""
+    rows = []
+    for f in fields(Settings):
+        default = f.default
+        if isinstance(default, tuple):
+            default = ",".join(default)
+        elif isinstance(default, bool):
+            default = str(default).lower()
+        rows.append((f.metadata["env"], str(default), f.metadata["doc"]))
+    return rows

@@ -1,0 +1,197 @@
+"""The storage root: confinement of client paths, streaming uploads, usage and cleanup.
+
+Layout under STORAGE_ROOT:
+  uploads/<uuid>/<name>   files clients uploaded
+  output/<job id>/        a finished job's outputs (moved here atomically from tmp/)
+  tmp/                    work directories of running jobs and partial uploads
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+
+from .errors import PathError, PayloadTooLarge, ValidationError
+
+CHUNK = 1024 * 1024
+SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def ensure_layout(root: str) -> None:
+    for sub in ("uploads", "output", "tmp"):
+        os.makedirs(os.path.join(root, sub), exist_ok=True)
+
+
+def resolve(root: str, client_path: str) -> str:
+    """The real absolute path of `client_path` (relative to the root, or absolute inside it).
+
+    realpath resolves every symlink first, so a link pointing outside the root is refused.
+    """
+    if not isinstance(client_path, str) or not client_path or "\x00" in client_path:
+        raise PathError("path must be a non-empty string", field="input")
+    real_root = os.path.realpath(root)
+    candidate = client_path if os.path.isabs(client_path) else os.path.join(real_root, client_path)
+    real = os.path.realpath(candidate)
+    if os.path.commonpath([real, real_root]) != real_root or real == real_root:
+        raise PathError("path is outside the storage root", field="input")
+    return real
+
+
+def relative(root: str, path: str) -> str:
+    return os.path.relpath(path, os.path.realpath(root))
+
+
+def safe_name(name: str | None) -> str:
+    base = os.path.basename(name or "")
+    cleaned = SAFE_NAME.sub("_", base).strip("._")
+    if not cleaned:
+        raise ValidationError(
+            "a file name is required (?name= or the multipart filename)", field="name"
+        )
+    return cleaned[:200]
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    path: str  # relative to the storage root
+    size: int
+    sha256: str
+
+
+def save_stream(root: str, name: str, stream, max_bytes: int) -> StoredFile:
+    """Copy a stream into uploads/ chunk by chunk, hashing as it goes.
+
+    Written to tmp/ first and renamed into place, so a failed or oversized upload leaves nothing
+    behind.
+    """
+    ensure_layout(root)
+    name = safe_name(name)
+    tmp_path = os.path.join(root, "tmp", f"upload-{uuid.uuid4().hex}.part")
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(tmp_path, "wb") as out:
+            while True:
+                chunk = stream.read(CHUNK)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > max_bytes:
+                    raise PayloadTooLarge(f"upload exceeds the limit of {max_bytes} bytes")
+                digest.update(chunk)
+                out.write(chunk)
+        if size == 0:
+            raise ValidationError("the upload is empty", field="file")
+        dest_dir = os.path.join(root, "uploads", uuid.uuid4().hex)
+        os.makedirs(dest_dir)
+        dest = os.path.join(dest_dir, name)
+        os.replace(tmp_path, dest)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.unlink(tmp_path)
+        raise
+    return StoredFile(relative(root, dest), size, digest.hexdigest())
+
+
+def disk_usage(root: str) -> dict:
+    ensure_layout(root)
+    du = shutil.disk_usage(root)
+    writable = os.access(os.path.join(root, "tmp"), os.W_OK)
+    return {
+        "total_bytes": du.total,
+        "used_bytes": du.used,
+        "free_bytes": du.free,
+        "free_percent": round(100.0 * du.free / du.total, 2) if du.total else 0.0,
+        "writable": writable,
+    }
+
+
+def tree_size(path: str) -> tuple[int, int]:
+    """(bytes, files) below path, without following symlinks."""
+    total = files = 0
+    for dirpath, _dirs, names in os.walk(path):
+        for n in names:
+            try:
+                st = os.lstat(os.path.join(dirpath, n))
+            except FileNotFoundError:
+                continue
+            total += st.st_size
+            files += 1
+    return total, files
+
+
+def usage(root: str, top: int = 20) -> dict:
+    """Disk figures plus the largest entries of each area (the runbook's `du | sort | head`)."""
+    result = disk_usage(root)
+    areas = {}
+    consumers = []
+    for area in ("uploads", "output", "tmp"):
+        area_path = os.path.join(root, area)
+        size, files = tree_size(area_path)
+        areas[area] = {"bytes": size, "files": files}
+        with os.scandir(area_path) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    s, _ = tree_size(entry.path)
+                else:
+                    s = entry.stat(follow_symlinks=False).st_size
+                consumers.append({"path": f"{area}/{entry.name}", "bytes": s})
+    consumers.sort(key=lambda c: c["bytes"], reverse=True)
+    result["areas"] = areas
+    result["top"] = consumers[:top]
+    return result
+
+
+def old_tmp_entries(root: str, older_than_seconds: float, keep: set[str]) -> list[str]:
+    """Top-level entries of tmp/ untouched for longer than the threshold.
+
+    `keep` names entries that belong to running jobs; they are never returned whatever their age.
+    """
+    cutoff = time.time() - older_than_seconds
+    found = []
+    tmp = os.path.join(root, "tmp")
+    if not os.path.isdir(tmp):
+        return found
+    with os.scandir(tmp) as entries:
+        for entry in entries:
+            if entry.name in keep:
+                continue
+            newest = _newest_mtime(entry)
+            if newest < cutoff:
+                found.append(entry.path)
+    return sorted(found)
+
+
+def _newest_mtime(entry: os.DirEntry) -> float:
+    newest = entry.stat(follow_symlinks=False).st_mtime
+    if entry.is_dir(follow_symlinks=False):
+        for dirpath, _dirs, names in os.walk(entry.path):
+            for n in names:
+                try:
+                    newest = max(newest, os.lstat(os.path.join(dirpath, n)).st_mtime)
+                except FileNotFoundError:
+                    pass
+    return newest
+
+
+def remove(path: str) -> int:
+    """Delete a file or directory tree; returns bytes freed."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        size, _ = tree_size(path)
+        shutil.rmtree(path, ignore_errors=True)
+        return size
+    try:
+        size = os.lstat(path).st_size
+        os.unlink(path)
+        return size
+    except FileNotFoundError:
+        return 0
+
+
+def is_regular_file(path: str) -> bool:
+    return os.path.isfile(path) and not os.path.islink(path)

@@ -1,0 +1,328 @@
+"""RQ workers: the task that runs a job, and the worker process that hosts it.
+
+The worker process is RQ's own `Worker` (forking a work horse per job). Beside it runs a
+maintenance thread that (a) requeues jobs whose worker was lost, (b) reconciles Redis with
+PostgreSQL, and (c) for GPU workers, advertises the capacity the API checks before accepting
+`hardware=gpu`. Only one worker in the fleet does (a) and (b) per interval (a Redis lock).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+
+import redis
+from rq import Queue, Worker, get_current_job
+
+from . import db, jobs, metrics, queues, storage, webhooks
+from .media import gpu as media_gpu
+from .media import plan as media_plan
+from .media import probe as media_probe
+from .media import runner as media_runner
+from .redis_conn import get_redis
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+WORKER_NAME_ENV = "FFMPEG_API_WORKER_NAME"
+WORKER_KIND_ENV = "FFMPEG_API_WORKER_KIND"
+REAPER_LOCK = "ffmpeg_api:reaper:lock"
+
+
+class JobRun:
+    """State of one job inside a work horse: throttled heartbeats and cancellation checks."""
+
+    def __init__(self, conn, redis_conn, settings: Settings, job_id: str, worker_id: str):
+        self.conn = conn
+        self.redis = redis_conn
+        self.settings = settings
+        self.job_id = job_id
+        self.worker_id = worker_id
+        self.fraction = 0.0
+        self.eta: float | None = None
+        self.stage = "starting"
+        self.logs: str | None = None
+        self.last_beat = 0.0
+        self.still_ours = True
+
+    def on_progress(self, fraction: float, eta: float | None, stage: str) -> None:
+        self.fraction, self.eta, self.stage = fraction, eta, stage
+        self.beat()
+
+    def beat(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last_beat < self.settings.job_heartbeat_interval:
+            return
+        self.last_beat = now
+        self.still_ours = jobs.heartbeat(
+            self.conn,
+            self.job_id,
+            self.worker_id,
+            progress=self.fraction,
+            stage=self.stage,
+            eta=self.eta,
+            logs=self.logs,
+        )
+
+    def should_cancel(self) -> bool:
+        # Called twice a second by the runner, even while ffmpeg prints nothing, so the
+        # heartbeat never lapses on a live job and a cancel lands within a second.
+        self.beat()
+        if not self.still_ours:
+            return True
+        try:
+            return bool(self.redis.exists(jobs.CANCEL_PREFIX + self.job_id))
+        except redis.RedisError:
+            return False
+
+
+def process_job(job_id: str) -> dict:
+    """The RQ task: claim the row, run its plan, publish the outputs atomically."""
+    settings = Settings.from_env()
+    rq_job = get_current_job()
+    rq_id = rq_job.id if rq_job else queues.rq_job_id(job_id, 0)
+    worker_id = os.environ.get(WORKER_NAME_ENV) or f"{socket.gethostname()}.{os.getpid()}"
+    kind = os.environ.get(WORKER_KIND_ENV, "cpu")
+    redis_conn = get_redis(settings.redis_url)
+    with db.connect(settings.database_url) as conn:
+        row = jobs.claim(conn, job_id, rq_id, worker_id)
+        if row is None:
+            return {"job_id": job_id, "skipped": "not queued for this attempt"}
+        started = time.monotonic()
+        run = JobRun(conn, redis_conn, settings, job_id, worker_id)
+        work_dir = os.path.join(settings.tmp_dir, f"{job_id}.{row['retry_count']}")
+        status, error = "failed", None
+        try:
+            encoder = choose_encoder(row["hardware"], kind, settings)
+            jobs.set_encoder(conn, job_id, encoder)
+            outcome = execute(row, settings, work_dir, run, encoder)
+            finished = publish(conn, settings, row, work_dir, worker_id, outcome, run)
+            status = "completed" if finished else "cancelled"
+        except media_runner.Cancelled:
+            status = "cancelled"
+        except Exception as exc:  # every failure is recorded on the row, with ffmpeg's words
+            error = describe(exc)
+            stderr = getattr(exc, "stderr_tail", None)
+            log.warning("job %s failed: %s", job_id, error)
+            if jobs.fail(conn, job_id, worker_id, error=error, logs=stderr or run.logs) is None:
+                status = "cancelled"
+        finally:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        elapsed = time.monotonic() - started
+        final = conn.execute("SELECT * FROM jobs WHERE id = %s", (job_id,)).fetchone()
+        conn.rollback()
+    try:
+        metrics.record_job(
+            redis_conn,
+            jobs.operation_types(final),
+            final["status"],
+            elapsed if final["status"] == "completed" else None,
+        )
+        redis_conn.delete(jobs.CANCEL_PREFIX + job_id)
+        if final["status"] in ("completed", "failed"):
+            webhooks.schedule(redis_conn, settings, final)
+    except redis.RedisError:
+        log.exception("job %s finished but its metrics/webhook could not be recorded", job_id)
+    return {
+        "job_id": job_id,
+        "status": final["status"],
+        "error": error,
+        "seconds": round(elapsed, 3),
+        "outcome": status,
+    }
+
+
+def describe(exc: Exception) -> str:
+    message = getattr(exc, "message", None) or str(exc) or exc.__class__.__name__
+    return f"{exc.__class__.__name__}: {message}"
+
+
+def choose_encoder(hardware: str, kind: str, settings: Settings) -> str:
+    if hardware == "cpu" or kind != "gpu":
+        if hardware == "gpu":
+            raise RuntimeError("hardware=gpu job reached a CPU worker")
+        return "cpu"
+    probe = media_gpu.probe_gpu(ffmpeg_bin=settings.ffmpeg_bin, device=settings.gpu_device)
+    if probe.available:
+        return "gpu"
+    if hardware == "gpu":
+        raise RuntimeError(f"no usable GPU encoder on this worker: {probe.reason}")
+    return "cpu"
+
+
+def execute(row: dict, settings: Settings, work_dir: str, run: JobRun, encoder: str):
+    shutil.rmtree(work_dir, ignore_errors=True)
+    os.makedirs(work_dir)
+    input_path = storage.resolve(settings.storage_root, row["input_path"])
+    info = media_probe.probe(input_path, ffprobe_bin=settings.ffprobe_bin)
+    reference = None
+    for op in row["operations"]:
+        if op.get("type") == "analyze" and op.get("reference"):
+            reference = storage.resolve(settings.storage_root, op["reference"])
+    from .media import spec as media_spec
+
+    operations = media_spec.parse_request(
+        row["output_format"], row["operations"], max_output_pixels=settings.max_output_pixels
+    )
+    steps = media_plan.build_plan(
+        input_path=input_path,
+        info=info,
+        operations=operations,
+        output_format=row["output_format"],
+        work_dir=work_dir,
+        encoder=encoder,
+        ffmpeg_bin=settings.ffmpeg_bin,
+        threads=settings.ffmpeg_threads,
+        reference_path=reference,
+    )
+    outcome = media_runner.run_plan(
+        steps,
+        on_progress=run.on_progress,
+        should_cancel=run.should_cancel,
+        timeout=jobs.step_timeout(settings, info.duration),
+        ffprobe_bin=settings.ffprobe_bin,
+    )
+    run.logs = outcome.stderr_tail
+    return steps, outcome
+
+
+def publish(
+    conn, settings: Settings, row: dict, work_dir: str, worker_id: str, outcome, run: JobRun
+) -> bool:
+    """Move the finished work directory into output/ in one rename, then mark the row."""
+    steps, result = outcome
+    job_id = str(row["id"])
+    storage.ensure_layout(settings.storage_root)
+    final_dir = os.path.join(settings.output_dir, job_id)
+    if os.path.exists(final_dir):  # left by an attempt that died after its rename
+        shutil.rmtree(final_dir)
+    os.replace(work_dir, final_dir)
+    outputs, size = [], 0
+    for dirpath, _dirs, names in os.walk(final_dir):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            outputs.append(storage.relative(settings.storage_root, path))
+            size += os.path.getsize(path)
+    outputs.sort()
+    primary = media_plan.primary_output(steps)
+    primary_path = (
+        storage.relative(settings.storage_root, os.path.join(final_dir, primary))
+        if primary
+        else (outputs[0] if outputs else None)
+    )
+    done = jobs.complete(
+        conn,
+        job_id,
+        worker_id,
+        output_path=primary_path,
+        outputs=outputs,
+        output_size=size,
+        result=result.result or None,
+        logs=result.stderr_tail,
+    )
+    if done is None:  # cancelled while finishing: the outputs are not wanted
+        shutil.rmtree(final_dir, ignore_errors=True)
+        return False
+    return True
+
+
+# --- the worker process -----------------------------------------------------------------
+
+
+class FFmpegWorker(Worker):
+    """RQ's worker, plus an immediate requeue when a work horse dies mid-job."""
+
+    def handle_work_horse_killed(self, job, retpid, ret_val, rusage):
+        job_id = job.args[0] if job.args else None
+        if not job_id or job.func_name != queues.TASK:
+            return
+        settings = Settings.from_env()
+        try:
+            with db.connect(settings.database_url) as conn:
+                jobs.release_lost(
+                    conn,
+                    self.connection,
+                    settings,
+                    job_id,
+                    self.name,
+                    reason=f"work horse {retpid} died (status {ret_val})",
+                )
+        except Exception:
+            log.exception("could not release job %s after its horse died", job_id)
+
+
+def maintenance_loop(settings: Settings, name: str, kind: str, stop: threading.Event) -> None:
+    conn_r = get_redis(settings.redis_url)
+    while not stop.is_set():
+        try:
+            if kind == "gpu":
+                conn_r.zadd(
+                    jobs.GPU_WORKERS_KEY, {name: time.time() + 3 * settings.orphan_scan_interval}
+                )
+            if conn_r.set(
+                REAPER_LOCK, name, nx=True, ex=max(1, int(settings.orphan_scan_interval))
+            ):
+                with db.connect(settings.database_url) as conn:
+                    found = jobs.requeue_stuck(
+                        conn, conn_r, settings, settings.job_heartbeat_timeout
+                    )
+                    if found["changed"]:
+                        log.warning(
+                            "lost jobs: requeued %s, failed %s", found["requeued"], found["failed"]
+                        )
+                    fixed = jobs.reconcile(conn, conn_r, settings, min_age_seconds=30)
+                    if fixed["changed"]:
+                        log.warning("reconcile requeued %s", fixed["requeued"])
+        except Exception:
+            log.exception("worker maintenance pass failed; retrying next interval")
+        stop.wait(settings.orphan_scan_interval)
+    if kind == "gpu":
+        try:
+            conn_r.zrem(jobs.GPU_WORKERS_KEY, name)
+        except redis.RedisError:
+            pass
+
+
+def run_worker(
+    settings: Settings,
+    kind: str,
+    *,
+    burst: bool = False,
+    name: str | None = None,
+    worker_ttl: int = 35,
+) -> bool:
+    if kind == "gpu":
+        probe = media_gpu.probe_gpu(ffmpeg_bin=settings.ffmpeg_bin, device=settings.gpu_device)
+        if not probe.available:
+            raise RuntimeError(
+                f"GPU worker cannot start: no NVENC encoder opens on device "
+                f"{settings.gpu_device}: {probe.reason}"
+            )
+    queue_names = queues.GPU_QUEUES if kind == "gpu" else queues.CPU_QUEUES
+    name = name or f"{socket.gethostname()}.{os.getpid()}.{kind}"
+    os.environ[WORKER_NAME_ENV] = name
+    os.environ[WORKER_KIND_ENV] = kind
+    storage.ensure_layout(settings.storage_root)
+    conn_r = get_redis(settings.redis_url)
+    worker = FFmpegWorker(
+        [Queue(q, connection=conn_r) for q in queue_names],
+        connection=conn_r,
+        name=name,
+        worker_ttl=worker_ttl,
+    )
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=maintenance_loop,
+        args=(settings, name, kind, stop),
+        name="ffmpeg-api-maintenance",
+        daemon=True,
+    )
+    thread.start()
+    try:
+        return worker.work(with_scheduler=True, burst=burst, logging_level=settings.log_level)
+    finally:
+        stop.set()

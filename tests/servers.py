@@ -1,0 +1,169 @@
+"""Real PostgreSQL and Redis servers for the test session, from the Debian packages.
+
+PostgreSQL refuses to run as root, so when the tests run as root the server runs as the
+`postgres` system user (created by Debian's package) on a data directory it owns.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pg_bindir() -> str:
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4])
+    )
+    if not found:
+        raise RuntimeError("PostgreSQL server binaries not found (apt-get install postgresql)")
+    return os.path.dirname(found[-1])
+
+
+class PostgresServer:
+    def __init__(self, base: str):
+        self.base = base
+        self.data = os.path.join(base, "data")
+        self.sock = os.path.join(base, "sock")
+        self.port = free_port()
+        self.bindir = pg_bindir()
+        self.proc: subprocess.Popen | None = None
+        self.user = None
+        if os.geteuid() == 0:
+            self.user = "postgres"
+
+    def _demote(self):
+        return {"user": self.user} if self.user else {}
+
+    def start(self) -> None:
+        os.makedirs(self.sock, exist_ok=True)
+        if self.user:
+            pw = pwd.getpwnam(self.user)
+            for path in (self.base, self.sock):
+                os.chown(path, pw.pw_uid, pw.pw_gid)
+        subprocess.run(
+            [
+                os.path.join(self.bindir, "initdb"),
+                "-D",
+                self.data,
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+            check=True,
+            capture_output=True,
+            **self._demote(),
+        )
+        self.proc = subprocess.Popen(
+            [
+                os.path.join(self.bindir, "postgres"),
+                "-D",
+                self.data,
+                "-p",
+                str(self.port),
+                "-k",
+                self.sock,
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=200",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(os.path.join(self.base, "postgres.log"), "w"),
+            **self._demote(),
+        )
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            ready = subprocess.run(
+                [os.path.join(self.bindir, "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+                capture_output=True,
+            )
+            if ready.returncode == 0:
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise RuntimeError(
+            "PostgreSQL did not start: "
+            + open(os.path.join(self.base, "postgres.log")).read()[-2000:]
+        )
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+class RedisServer:
+    def __init__(self, base: str):
+        self.base = base
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        os.makedirs(self.base, exist_ok=True)
+        binary = shutil.which("redis-server")
+        if not binary:
+            raise RuntimeError("redis-server not found (apt-get install redis-server)")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.base,
+            ],
+            stdout=open(os.path.join(self.base, "redis.log"), "w"),
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("redis-server did not start")
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
