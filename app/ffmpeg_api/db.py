@@ -59,10 +59,10 @@ def close_pools() -> None:
 
 
 @contextmanager
-def transaction(url: str, max_size: int = 10):
+def transaction(url: str, max_size: int = 10, timeout: float = 10.0):
     """A connection in a transaction: committed on success, rolled back on any exception."""
     pool = get_pool(url, max_size)
-    with pool.connection() as conn:
+    with pool.connection(timeout=timeout) as conn:
         yield conn
 
 

@@ -143,7 +143,9 @@ class LiveCollector:
         states = GaugeMetricFamily(
             "ffmpeg_jobs_in_state", "Jobs currently in each status", labels=["status"]
         )
-        with db.transaction(self.settings.database_url, self.settings.database_pool_size) as c:
+        with db.transaction(
+            self.settings.database_url, self.settings.database_pool_size, timeout=3
+        ) as c:
             rows = {
                 r["status"]: r["n"]
                 for r in c.execute("SELECT status, count(*) AS n FROM jobs GROUP BY status")

@@ -26,7 +26,7 @@ def queue_name(priority: str, hardware: str) -> str:
 
 def rq_job_id(job_id: str, attempt: int) -> str:
     # One RQ job per attempt, so a requeue never collides with the registries of a lost one.
-    return f"{job_id}.{attempt}"
+    return f"{job_id}_{attempt}"
 
 
 def enqueue(

@@ -388,7 +388,7 @@ class Hook(BaseHTTPRequestHandler):
             self.send_response(500)
             self.end_headers()
             return
-        Hook.received.append((dict(self.headers), body))
+        Hook.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
         self.send_response(204)
         self.end_headers()
 
@@ -415,15 +415,15 @@ def test_webhook_is_signed_and_retried(client, user_key, clips, settings, start_
         wait_status(client, user_key, job_id)
         wait_for(lambda: Hook.received, timeout=30, what="webhook delivery")
         headers, body = Hook.received[0]
-        ts = headers["X-FFmpeg-API-Timestamp"]
+        ts = headers["x-ffmpeg-api-timestamp"]
         expected = (
             "sha256="
             + hmac.new(
                 settings.webhook_secret.encode(), ts.encode() + b"." + body, hashlib.sha256
             ).hexdigest()
         )
-        assert hmac.compare_digest(headers["X-FFmpeg-API-Signature"], expected)
-        assert headers["X-FFmpeg-API-Attempt"] == "2"  # the first attempt got a 500
+        assert hmac.compare_digest(headers["x-ffmpeg-api-signature"], expected)
+        assert headers["x-ffmpeg-api-attempt"] == "2"  # the first attempt got a 500
         payload = json.loads(body)
         assert payload["event"] == "job.completed" and payload["job"]["id"] == job_id
     finally:

@@ -430,7 +430,7 @@ def test_submit_creates_row_then_queue_entry(client, user_key, clips, settings, 
     assert r.headers["Location"] == f"/api/v1/jobs/{job['id']}"
     assert job["links"]["logs"].endswith("/logs")
     conn = redis.Redis.from_url(settings.redis_url)
-    assert conn.lrange("rq:queue:high", 0, -1) == [f"{job['id']}.0".encode()]
+    assert conn.lrange("rq:queue:high", 0, -1) == [f"{job['id']}_0".encode()]
     row = db_conn.execute("SELECT * FROM jobs WHERE id = %s", (job["id"],)).fetchone()
     assert row["api_key_id"] == user_key["id"] and row["user_id"] == "alice"
     got = client.get(f"/api/v1/jobs/{job['id']}", headers=user_key["headers"])

@@ -131,7 +131,7 @@ def _insert_job(conn, *, status, hours_ago, retry_count=0, worker="gone-worker")
             status,
             worker,
             retry_count,
-            f"{job_id}.{retry_count}",
+            f"{job_id}_{retry_count}",
             hours_ago,
             hours_ago,
             hours_ago,
@@ -165,7 +165,7 @@ def test_requeue_stuck_bounded_and_previewable(cli, settings, db_conn):
     assert rows[exhausted]["status"] == "failed" and "giving up" in rows[exhausted]["error"]
     assert rows[fresh]["status"] == "processing"
     q = redis.Redis.from_url(settings.redis_url).lrange("rq:queue:default", 0, -1)
-    assert q == [f"{stale}.1".encode()]
+    assert q == [f"{stale}_1".encode()]
     assert cli("jobs", "requeue-stuck", "--older-than", "1h", "--json")["changed"] is False
 
 

@@ -42,7 +42,7 @@ def check_all(s) -> dict:
     redis_conn = get_redis(s.redis_url)
 
     def database():
-        with dbmod.transaction(s.database_url, s.database_pool_size) as conn:
+        with dbmod.transaction(s.database_url, s.database_pool_size, timeout=3) as conn:
             conn.execute("SELECT 1").fetchone()
         return {}
 

@@ -55,7 +55,7 @@ def db():
         s = settings()
         pool = dbmod.get_pool(s.database_url, s.database_pool_size)
         g.db_pool = pool
-        g.db_conn = pool.getconn()
+        g.db_conn = pool.getconn(timeout=10)
     return g.db_conn
 
 
