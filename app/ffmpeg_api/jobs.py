@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import uuid
 
 import psycopg
@@ -24,6 +25,7 @@ from psycopg.types.json import Jsonb
 from . import queues, storage
 from .errors import Conflict, GpuUnavailable, NotFound, ValidationError
 from .keys import Principal
+from .media import plan as media_plan
 from .media import probe as media_probe
 from .media import spec as media_spec
 from .settings import Settings
@@ -133,17 +135,30 @@ def validate_submission(payload, settings: Settings, redis_conn: redis.Redis | N
     )
 
     op_dicts = []
+    reference = None
     for i, op in enumerate(ops):
         d = op.to_dict()
         if d.get("type") == "analyze" and d.get("reference"):
-            ref = storage.resolve(settings.storage_root, d["reference"])
-            if not storage.is_regular_file(ref):
+            reference = storage.resolve(settings.storage_root, d["reference"])
+            if not storage.is_regular_file(reference):
                 raise ValidationError(
                     "reference does not name an existing file", field=f"operations[{i}].reference"
                 )
-            media_probe.probe(ref, ffprobe_bin=settings.ffprobe_bin)
-            d["reference"] = storage.relative(settings.storage_root, ref)
+            media_probe.probe(reference, ffprobe_bin=settings.ffprobe_bin)
+            d["reference"] = storage.relative(settings.storage_root, reference)
         op_dicts.append(d)
+    # Planning runs nothing, and catches at submission what only the probed input reveals
+    # (a trim past the end, thumbnails of an audio file, an output too large for the limits),
+    # so those are a 422 now rather than a failed job later.
+    media_plan.build_plan(
+        input_path=input_path,
+        info=info,
+        operations=ops,
+        output_format=output_format,
+        work_dir=os.path.join(settings.tmp_dir, "plan-check"),
+        reference_path=reference,
+        max_output_pixels=settings.max_output_pixels,
+    )
 
     if hardware == "gpu" and (redis_conn is None or not gpu_capacity(redis_conn)):
         raise GpuUnavailable(
@@ -450,11 +465,8 @@ def reconcile(
         (min_age_seconds,),
     ).fetchall()
     conn.rollback()
-    missing = [
-        r
-        for r in rows
-        if not (r["rq_job_id"] and queues.is_enqueued(redis_conn, r["queue"], r["rq_job_id"]))
-    ]
+    known = {name: queues.known_job_ids(redis_conn, name) for name in {r["queue"] for r in rows}}
+    missing = [r for r in rows if not (r["rq_job_id"] and r["rq_job_id"] in known[r["queue"]])]
     if not dry_run:
         for r in missing:
             queues.enqueue(

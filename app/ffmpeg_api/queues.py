@@ -53,12 +53,16 @@ def enqueue(
     return rq_id
 
 
-def is_enqueued(conn: redis.Redis, queue: str, rq_id: str) -> bool:
-    """True when the RQ job is waiting in its queue or running on a worker."""
+def known_job_ids(conn: redis.Redis, queue: str) -> set[str]:
+    """RQ job ids waiting in a queue, scheduled for it, or running on a worker: read once, so
+    reconciling many jobs costs one pass over each queue rather than one per job."""
+    from rq.registry import ScheduledJobRegistry
+
     q = Queue(queue, connection=conn)
-    if rq_id in StartedJobRegistry(queue=q).get_job_ids():
-        return True
-    return conn.lpos(q.key, rq_id) is not None
+    ids = {i.decode() for i in conn.lrange(q.key, 0, -1)}
+    ids.update(StartedJobRegistry(queue=q).get_job_ids())
+    ids.update(ScheduledJobRegistry(queue=q).get_job_ids())
+    return ids
 
 
 def depths(conn: redis.Redis) -> dict:

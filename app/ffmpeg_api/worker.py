@@ -97,9 +97,9 @@ def process_job(job_id: str) -> dict:
         work_dir = os.path.join(settings.tmp_dir, f"{job_id}.{row['retry_count']}")
         status, error = "failed", None
         try:
-            encoder = choose_encoder(row["hardware"], kind, settings)
+            encoder, gpu_encoders = choose_encoder(row["hardware"], kind, settings)
             jobs.set_encoder(conn, job_id, encoder)
-            outcome = execute(row, settings, work_dir, run, encoder)
+            outcome = execute(row, settings, work_dir, run, encoder, gpu_encoders)
             finished = publish(conn, settings, row, work_dir, worker_id, outcome, run)
             status = "completed" if finished else "cancelled"
         except media_runner.Cancelled:
@@ -141,20 +141,28 @@ def describe(exc: Exception) -> str:
     return f"{exc.__class__.__name__}: {message}"
 
 
-def choose_encoder(hardware: str, kind: str, settings: Settings) -> str:
+def choose_encoder(hardware: str, kind: str, settings: Settings) -> tuple[str, tuple[str, ...]]:
+    """("cpu" | "gpu", the NVENC encoders proven to open on this worker)."""
     if hardware == "cpu" or kind != "gpu":
         if hardware == "gpu":
             raise RuntimeError("hardware=gpu job reached a CPU worker")
-        return "cpu"
+        return "cpu", ()
     probe = media_gpu.probe_gpu(ffmpeg_bin=settings.ffmpeg_bin, device=settings.gpu_device)
     if probe.available:
-        return "gpu"
+        return "gpu", tuple(probe.encoders)
     if hardware == "gpu":
         raise RuntimeError(f"no usable GPU encoder on this worker: {probe.reason}")
-    return "cpu"
+    return "cpu", ()
 
 
-def execute(row: dict, settings: Settings, work_dir: str, run: JobRun, encoder: str):
+def execute(
+    row: dict,
+    settings: Settings,
+    work_dir: str,
+    run: JobRun,
+    encoder: str,
+    gpu_encoders: tuple[str, ...] = (),
+):
     shutil.rmtree(work_dir, ignore_errors=True)
     os.makedirs(work_dir)
     input_path = storage.resolve(settings.storage_root, row["input_path"])
@@ -178,6 +186,9 @@ def execute(row: dict, settings: Settings, work_dir: str, run: JobRun, encoder: 
         ffmpeg_bin=settings.ffmpeg_bin,
         threads=settings.ffmpeg_threads,
         reference_path=reference,
+        gpu_device=settings.gpu_device,
+        gpu_encoders=gpu_encoders or None,
+        max_output_pixels=settings.max_output_pixels,
     )
     outcome = media_runner.run_plan(
         steps,

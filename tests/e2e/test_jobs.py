@@ -305,7 +305,7 @@ def test_sigkill_of_whole_worker_requeues_and_completes(
             "input": clips["long.mp4"],
             "operations": [
                 {"type": "trim", "start": 0, "duration": 12},
-                {"type": "transcode", "video_codec": "h264", "preset": "medium"},
+                {"type": "transcode", "video_codec": "h264", "preset": "veryslow"},
             ],
         },
     )
@@ -337,7 +337,7 @@ def test_sigkill_of_work_horse_is_requeued_by_its_worker(
             "input": clips["long.mp4"],
             "operations": [
                 {"type": "trim", "start": 0, "duration": 10},
-                {"type": "transcode", "video_codec": "h264", "preset": "slow"},
+                {"type": "transcode", "video_codec": "h264", "preset": "veryslow"},
             ],
         },
     )
@@ -430,27 +430,41 @@ def test_webhook_is_signed_and_retried(client, user_key, clips, settings, start_
         server.shutdown()
 
 
-def test_failed_ffmpeg_reports_reason(client, user_key, settings, start_worker, storage_root):
-    # A file that probes as audio-only cannot be given a video transcode with a frame size.
+def test_input_corrupted_after_submission_fails_with_reason(
+    client, user_key, settings, start_worker, storage_root, clips
+):
+    path = os.path.join(storage_root, "uploads", "doomed.mp4")
+    with open(os.path.join(storage_root, clips["short.mp4"]), "rb") as src:
+        data = src.read()
+    with open(path, "wb") as fh:
+        fh.write(data)
+    job_id = submit(
+        client,
+        user_key,
+        {"input": "uploads/doomed.mp4", "operations": [{"type": "transcode", "height": 120}]},
+    )
+    with open(path, "wb") as fh:  # the disk "rots" before a worker picks the job up
+        fh.write(os.urandom(4096))
+    start_worker(settings)
+    job = wait_status(client, user_key, job_id)
+    assert job["status"] == "failed"
+    assert "InputRejected" in job["error"] and storage_root not in job["error"]
+    assert job["completed_at"] and job["output_path"] is None
+    assert not os.path.exists(os.path.join(settings.output_dir, job_id))
+
+
+def test_audio_only_input_cannot_be_thumbnailed(client, user_key, storage_root, db_conn):
     path = os.path.join(storage_root, "uploads", "tone.wav")
     subprocess.run(
         ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=duration=1", path], check=True
     )
-    start_worker(settings)
     r = client.post(
         "/api/v1/convert",
         headers=user_key["headers"],
-        json={
-            "input": "uploads/tone.wav",
-            "output": "mp4",
-            "operations": [{"type": "thumbnail", "count": 1}],
-        },
+        json={"input": "uploads/tone.wav", "operations": [{"type": "thumbnail", "count": 1}]},
     )
-    if r.status_code == 202:
-        job = wait_status(client, user_key, r.json["id"])
-        assert job["status"] == "failed" and job["error"]
-    else:
-        assert r.status_code == 422 and r.json["error"]["message"]
+    assert r.status_code == 422 and "video" in r.json["error"]["message"]
+    assert db_conn.execute("SELECT count(*) AS n FROM jobs").fetchone()["n"] == 0
 
 
 def test_stats_and_metrics_after_jobs(
