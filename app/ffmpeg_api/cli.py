@@ -243,6 +243,7 @@ def keys_list(as_json, sort, user_id, used_within, active_only):
     from . import keys as keymod
 
     with conn() as c:
+        keymod.flush_usage(c, rconn())
         rows = keymod.list_keys(
             c,
             sort=sort,
@@ -260,6 +261,7 @@ def keys_usage(as_json, key_id):
     from . import keys as keymod
 
     with conn() as c:
+        keymod.flush_usage(c, rconn())
         data = keymod.usage(c, key_id)
     emit(data, as_json)
 
@@ -274,6 +276,8 @@ def keys_revoke(as_json, dry_run, key_id, reason):
     with conn() as c:
         out = keymod.revoke(c, key_id, reason=reason, dry_run=dry_run)
         c.commit()
+    if out["changed"] and not dry_run:
+        keymod.bump_epoch(rconn())
     emit(
         {**out, "dry_run": dry_run},
         as_json,
@@ -294,6 +298,8 @@ def keys_rotate_user(as_json, dry_run, user_id):
     with conn() as c:
         out = keymod.rotate_user(c, user_id, dry_run=dry_run)
         c.commit()
+    if out["changed"] and not dry_run:
+        keymod.bump_epoch(rconn())
     emit({**out, "dry_run": dry_run}, as_json)
 
 
@@ -307,6 +313,8 @@ def keys_monitor(as_json, dry_run, key_id, off):
     with conn() as c:
         out = keymod.set_monitored(c, key_id, not off, dry_run=dry_run)
         c.commit()
+    if out["changed"] and not dry_run:
+        keymod.bump_epoch(rconn())
     emit({**out, "dry_run": dry_run}, as_json)
 
 

@@ -42,7 +42,9 @@ def get_pool(url: str, max_size: int = 10) -> ConnectionPool:
             url,
             min_size=1,
             max_size=max(1, max_size),
-            kwargs={"row_factory": dict_row, "autocommit": False},
+            # Autocommit: a read costs one round trip, not three (BEGIN is implicit, but the
+            # ROLLBACK that ends it is not). Writes that must be atomic use conn.transaction().
+            kwargs={"row_factory": dict_row, "autocommit": True},
             open=True,
             name=f"ffmpeg-api-{pid}",
         )

@@ -182,10 +182,16 @@ def validate_submission(payload, settings: Settings, redis_conn: redis.Redis | N
         "queue": queues.queue_name(priority, hardware),
         "input_path": storage.relative(settings.storage_root, input_path),
         "input_duration": info.duration,
+        "input_info": input_fingerprint(input_path, info),
         "output_format": output_format,
         "operations": op_dicts,
         "webhook_url": webhook_url,
     }
+
+
+def input_fingerprint(path: str, info) -> dict:
+    st = os.stat(path)
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ffprobe": info.raw}
 
 
 def gpu_capacity(redis_conn: redis.Redis) -> int:
@@ -210,8 +216,9 @@ def create(
     rq_id = queues.rq_job_id(job_id, attempt)
     row = conn.execute(
         "INSERT INTO jobs (id, status, priority, hardware, queue, input_path, input_duration,"
-        " output_format, operations, webhook_url, api_key_id, api_key_hash, user_id, rq_job_id)"
-        " VALUES (%s, 'queued', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
+        " output_format, operations, webhook_url, api_key_id, api_key_hash, user_id, rq_job_id,"
+        " input_info)"
+        " VALUES (%s, 'queued', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
         (
             job_id,
             spec["priority"],
@@ -226,6 +233,7 @@ def create(
             principal.key_hash if principal else None,
             principal.user_id if principal else None,
             rq_id,
+            Jsonb(spec["input_info"]),
         ),
     ).fetchone()
     conn.commit()
@@ -245,13 +253,28 @@ def create(
 # --- reading ----------------------------------------------------------------------------
 
 
-def get(conn: psycopg.Connection, job_id: str, principal: Principal | None = None) -> dict:
+# Everything but the bulky columns (ffmpeg's log tail, the input's ffprobe document), which
+# only the endpoints that show them read.
+VIEW_COLUMNS = ", ".join((*PUBLIC_FIELDS, "rq_job_id", "user_id", "api_key_hash"))
+
+
+def get(
+    conn: psycopg.Connection,
+    job_id: str,
+    principal: Principal | None = None,
+    *,
+    columns: str = VIEW_COLUMNS,
+) -> dict:
     job_id = parse_uuid(job_id)
     if principal is None or principal.is_admin:
-        row = conn.execute("SELECT * FROM jobs WHERE id = %s", (job_id,)).fetchone()
+        row = conn.execute(
+            f"SELECT {columns} FROM jobs WHERE id = %s",  # noqa: S608 - fixed column lists
+            (job_id,),
+        ).fetchone()
     else:
         row = conn.execute(
-            "SELECT * FROM jobs WHERE id = %s AND user_id = %s", (job_id, principal.user_id)
+            f"SELECT {columns} FROM jobs WHERE id = %s AND user_id = %s",  # noqa: S608
+            (job_id, principal.user_id),
         ).fetchone()
     if row is None:
         raise NotFound(f"no job with id {job_id}")
@@ -282,7 +305,8 @@ def list_jobs(
     clause = (" WHERE " + " AND ".join(where)) if where else ""
     total = conn.execute(f"SELECT count(*) AS n FROM jobs{clause}", params).fetchone()["n"]  # noqa: S608
     rows = conn.execute(
-        f"SELECT * FROM jobs{clause} ORDER BY created_at DESC, id LIMIT %s OFFSET %s",  # noqa: S608
+        f"SELECT {VIEW_COLUMNS} FROM jobs{clause}"  # noqa: S608
+        " ORDER BY created_at DESC, id LIMIT %s OFFSET %s",
         [*params, limit, offset],
     ).fetchall()
     return rows, total

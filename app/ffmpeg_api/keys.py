@@ -82,25 +82,30 @@ def create(
     return _public(row), raw
 
 
+# Usage is counted in Redis on every request (no database write on the hot path) and folded
+# into PostgreSQL by `flush_usage`, which the API runs every few seconds and before any listing.
+USAGE_COUNT_KEY = "ffmpeg_api:usage:count"
+USAGE_LAST_KEY = "ffmpeg_api:usage:last"
+USAGE_FLUSH_LOCK = "ffmpeg_api:usage:flush_lock"
+# Bumped on every change to a key, so API processes drop their cached principals at once.
+EPOCH_KEY = "ffmpeg_api:keys:epoch"
+
+
 def authenticate(conn: psycopg.Connection, raw: str | None) -> Principal:
-    """Resolve a raw key and count its use, in one round trip for the common case."""
+    """Resolve a raw key to its principal (the secret compared in constant time)."""
     if not raw:
         raise Unauthorized("missing API key: send X-API-Key or Authorization: Bearer")
     match = KEY_RE.match(raw)
     if not match:
         raise Unauthorized("invalid API key")
-    # Usage counters are not worth an fsync on every request.
-    conn.execute("SET LOCAL synchronous_commit = off")
     row = conn.execute(
-        "UPDATE api_keys SET request_count = request_count + 1, last_used_at = now()"
-        " WHERE id = %s AND revoked_at IS NULL"
-        " RETURNING id, key_hash, user_id, name, is_admin, rate_limit, monitored",
+        "SELECT id, key_hash, user_id, name, is_admin, rate_limit, monitored FROM api_keys"
+        " WHERE id = %s AND revoked_at IS NULL",
         (match.group(1),),
     ).fetchone()
+    conn.rollback()
     if row is None or not hmac.compare_digest(row["key_hash"], hash_key(raw)):
-        conn.rollback()
         raise Unauthorized("invalid API key")
-    conn.commit()
     return Principal(
         row["id"],
         row["key_hash"],
@@ -110,6 +115,50 @@ def authenticate(conn: psycopg.Connection, raw: str | None) -> Principal:
         row["rate_limit"],
         row["monitored"],
     )
+
+
+def bump_epoch(redis_conn) -> None:
+    import uuid
+
+    redis_conn.set(EPOCH_KEY, uuid.uuid4().hex)
+
+
+def flush_usage(conn: psycopg.Connection, redis_conn) -> int:
+    """Fold the Redis usage counters into api_keys; returns the keys updated.
+
+    The counters are renamed away first (atomically), so requests counted meanwhile land in
+    fresh hashes and nothing is counted twice. Hashes of keys that failed verification match
+    no row and are dropped.
+    """
+    import uuid
+
+    suffix = uuid.uuid4().hex
+    moved = []
+    for key in (USAGE_COUNT_KEY, USAGE_LAST_KEY):
+        try:
+            redis_conn.rename(key, f"{key}:flushing:{suffix}")
+            moved.append(key)
+        except Exception as exc:  # "no such key": nothing was counted
+            if "no such key" not in str(exc).lower():
+                raise
+    if not moved:
+        return 0
+    counts = redis_conn.hgetall(f"{USAGE_COUNT_KEY}:flushing:{suffix}")
+    lasts = redis_conn.hgetall(f"{USAGE_LAST_KEY}:flushing:{suffix}")
+    rows = [(h.decode(), int(n), float(lasts.get(h, 0) or 0) or None) for h, n in counts.items()]
+    updated = 0
+    if rows:
+        with conn.transaction(), conn.cursor() as cur:
+            cur.executemany(
+                "UPDATE api_keys SET request_count = request_count + %s,"
+                " last_used_at = greatest(last_used_at, to_timestamp(%s))"
+                " WHERE key_hash = %s",
+                [(n, ts, h) for h, n, ts in rows],
+            )
+            updated = len(rows)
+        conn.commit()
+    redis_conn.delete(f"{USAGE_COUNT_KEY}:flushing:{suffix}", f"{USAGE_LAST_KEY}:flushing:{suffix}")
+    return updated
 
 
 SORTS = {
@@ -187,38 +236,40 @@ def rotate_user(
     conn: psycopg.Connection, user_id: str, *, dry_run: bool = False, reason: str = "rotated"
 ) -> dict:
     """Revoke every active key of a user and issue a replacement for each (same name, rights)."""
-    active = conn.execute(
-        "SELECT * FROM api_keys WHERE user_id = %s AND revoked_at IS NULL ORDER BY created_at"
-        " FOR UPDATE",
-        (user_id,),
-    ).fetchall()
-    if dry_run:
+    # One transaction: either every key of the user is replaced, or none is.
+    with conn.transaction():
+        active = conn.execute(
+            "SELECT * FROM api_keys WHERE user_id = %s AND revoked_at IS NULL ORDER BY created_at"
+            " FOR UPDATE",
+            (user_id,),
+        ).fetchall()
+        if dry_run:
+            return {
+                "user_id": user_id,
+                "changed": bool(active),
+                "revoked": [_public(r) for r in active],
+                "created": [],
+            }
+        created = []
+        for old in active:
+            conn.execute(
+                "UPDATE api_keys SET revoked_at = now(), revoked_reason = %s WHERE id = %s",
+                (reason, old["id"]),
+            )
+            new, raw = create(
+                conn,
+                name=old["name"],
+                user_id=user_id,
+                is_admin=old["is_admin"],
+                rate_limit=old["rate_limit"],
+            )
+            created.append({**new, "key": raw, "replaces": old["id"]})
         return {
             "user_id": user_id,
             "changed": bool(active),
             "revoked": [_public(r) for r in active],
-            "created": [],
+            "created": created,
         }
-    created = []
-    for old in active:
-        conn.execute(
-            "UPDATE api_keys SET revoked_at = now(), revoked_reason = %s WHERE id = %s",
-            (reason, old["id"]),
-        )
-        new, raw = create(
-            conn,
-            name=old["name"],
-            user_id=user_id,
-            is_admin=old["is_admin"],
-            rate_limit=old["rate_limit"],
-        )
-        created.append({**new, "key": raw, "replaces": old["id"]})
-    return {
-        "user_id": user_id,
-        "changed": bool(active),
-        "revoked": [_public(r) for r in active],
-        "created": created,
-    }
 
 
 def set_monitored(

@@ -519,3 +519,38 @@ def test_metrics_expose_http_and_job_families(client, user_key):
     ):
         assert family in text, family
     assert 'route="/api/v1/jobs"' in text
+
+
+def test_revocation_reaches_every_cached_principal_at_once(client, user_key, settings):
+    import subprocess
+    import sys
+
+    from conftest import env_for
+
+    assert client.get("/api/v1/jobs", headers=user_key["headers"]).status_code == 200  # cached
+    subprocess.run(
+        [sys.executable, "-m", "ffmpeg_api.cli", "keys", "revoke", user_key["id"]],
+        env=env_for(settings),
+        check=True,
+        capture_output=True,
+    )
+    assert client.get("/api/v1/jobs", headers=user_key["headers"]).status_code == 401
+    # Redis losing its data must not resurrect a cached principal.
+    redis.Redis.from_url(settings.redis_url).flushdb()
+    assert client.get("/api/v1/jobs", headers=user_key["headers"]).status_code == 401
+
+
+def test_usage_is_counted_without_database_writes_and_folded_in(
+    client, user_key, admin_key, db_conn
+):
+    for _ in range(5):
+        client.get("/api/v1/jobs", headers=user_key["headers"])
+    usage = client.get(
+        f"/api/v1/admin/keys/{user_key['id']}/usage", headers=admin_key["headers"]
+    ).json
+    assert usage["request_count"] == 5
+    db_conn.rollback()
+    row = db_conn.execute(
+        "SELECT request_count FROM api_keys WHERE id = %s", (user_key["id"],)
+    ).fetchone()
+    assert row["request_count"] == 5

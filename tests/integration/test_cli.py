@@ -12,6 +12,8 @@ import psycopg
 import pytest
 import redis
 
+from ffmpeg_api import db as dbmod
+
 from conftest import env_for
 
 
@@ -64,7 +66,7 @@ def test_db_upgrade_on_empty_database_under_lock(settings, servers):
         for _ in range(2)
     ]
     outs = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
-    assert sorted(len(o["applied"]) for o in outs) == [0, 1]
+    assert sorted(len(o["applied"]) for o in outs) == [0, len(dbmod.available_migrations())]
 
 
 def test_keys_lifecycle(cli, settings):

@@ -69,6 +69,7 @@ def list_keys():
         raise ValidationError(
             "used_within_hours must be a number", field="used_within_hours"
         ) from None
+    keys.flush_usage(db(), redis_conn())
     rows = keys.list_keys(
         db(),
         sort=request.args.get("sort", "recent"),
@@ -81,6 +82,7 @@ def list_keys():
 @bp.get("/admin/keys/<key_id>/usage")
 @admin_only
 def key_usage(key_id: str):
+    keys.flush_usage(db(), redis_conn())
     return jsonify(keys.usage(db(), key_id))
 
 
@@ -91,6 +93,7 @@ def revoke_key(key_id: str):
     conn = db()
     outcome = keys.revoke(conn, key_id, reason=str(body.get("reason", "")))
     conn.commit()
+    keys.bump_epoch(redis_conn())
     return jsonify(outcome)
 
 
@@ -104,6 +107,7 @@ def monitor_key(key_id: str):
     conn = db()
     outcome = keys.set_monitored(conn, key_id, enabled)
     conn.commit()
+    keys.bump_epoch(redis_conn())
     return jsonify(outcome)
 
 
@@ -113,6 +117,7 @@ def rotate_user(user_id: str):
     conn = db()
     outcome = keys.rotate_user(conn, user_id)
     conn.commit()
+    keys.bump_epoch(redis_conn())
     return jsonify(outcome)
 
 

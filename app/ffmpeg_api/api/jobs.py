@@ -69,7 +69,7 @@ def cancel_job(job_id: str):
 @bp.get("/jobs/<job_id>/logs")
 @authenticated
 def job_logs(job_id: str):
-    row = jobs.get(db(), job_id, g.principal)
+    row = jobs.get(db(), job_id, g.principal, columns="id, status, logs")
     return jsonify({"id": str(row["id"]), "status": row["status"], "logs": row["logs"] or ""})
 
 
@@ -97,7 +97,6 @@ def job_output(job_id: str):
     path = storage.resolve(s.storage_root, relpath)
     if not os.path.isfile(path):
         raise NotFound("the output file is gone (cleaned up or archived)")
-    db().rollback()
     return send_file(
         path, conditional=True, as_attachment=True, download_name=os.path.basename(path)
     )

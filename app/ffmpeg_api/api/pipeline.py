@@ -114,8 +114,12 @@ def init_app(app: Flask, s) -> None:
         level = getattr(view, AUTH_ATTR, "public") if view else "public"
         if level == "public":
             return None
-        _admission(s, exempt=getattr(view, "_maintenance_exempt", False))
-        g.principal = keys.authenticate(db(), presented_key())
+        raw = presented_key()
+        key_hash = keys.hash_key(raw) if raw and keys.KEY_RE.match(raw) else None
+        admitted = _admission(
+            s, exempt=getattr(view, "_maintenance_exempt", False), key_hash=key_hash
+        )
+        g.principal = _principal(raw, key_hash, admitted["epoch"])
         KEY_USAGE.labels(g.principal.key_id).inc()
         if level == "admin" and not g.principal.is_admin:
             raise Forbidden("this endpoint needs an admin key")
@@ -124,14 +128,11 @@ def init_app(app: Flask, s) -> None:
             if g.principal.rate_limit is not None
             else s.rate_limit_per_minute
         )
-        if limit > 0:
-            window, retry_after = ratelimit.window_now()
-            pipe = redis_conn().pipeline(transaction=False)
-            ratelimit.queue_hit(pipe, "key", g.principal.key_id, window)
-            count = pipe.execute()[0]
-            verdict = ratelimit.verdict("key", count, limit, retry_after)
-            if not verdict.allowed:
-                _refuse(verdict)
+        verdict = ratelimit.verdict("key", admitted["key_count"], limit, admitted["retry_after"])
+        if not verdict.allowed:
+            _refuse(verdict)
+        if admitted["flush_due"]:
+            _flush_usage()
         return None
 
     @app.after_request
@@ -144,10 +145,7 @@ def init_app(app: Flask, s) -> None:
     def release(_exc):
         conn = g.pop("db_conn", None)
         if conn is not None:
-            try:
-                conn.rollback()
-            finally:
-                g.db_pool.putconn(conn)
+            g.db_pool.putconn(conn)  # the pool rolls back anything left open
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
@@ -190,31 +188,117 @@ def init_app(app: Flask, s) -> None:
         return response
 
 
-def _admission(s, *, exempt: bool) -> None:
-    """Maintenance mode and the service-wide limits, read in one Redis round trip."""
+# Everything a request needs from Redis, in one server-side script (one round trip, one
+# command to encode and parse): switches, counters, the key epoch and usage.
+ADMISSION_LUA = """
+local maint = redis.call('GET', KEYS[1])
+local ttl = redis.call('TTL', KEYS[1])
+local glimit = redis.call('GET', KEYS[2])
+local ddos = redis.call('GET', KEYS[3])
+redis.call('SET', KEYS[4], ARGV[1], 'NX')
+local epoch = redis.call('GET', KEYS[4])
+local flush = redis.call('SET', KEYS[5], '1', 'NX', 'EX', ARGV[2])
+local gcount = redis.call('INCR', KEYS[6])
+redis.call('EXPIRE', KEYS[6], ARGV[3])
+local ipcount = redis.call('INCR', KEYS[7])
+redis.call('EXPIRE', KEYS[7], ARGV[3])
+local kcount = 0
+if ARGV[4] ~= '' then
+  kcount = redis.call('INCR', KEYS[8])
+  redis.call('EXPIRE', KEYS[8], ARGV[3])
+  redis.call('HINCRBY', KEYS[9], ARGV[4], 1)
+  redis.call('HSET', KEYS[10], ARGV[4], ARGV[5])
+end
+return {maint or false, ttl, glimit or false, ddos or false, epoch, flush and 1 or 0,
+        gcount, ipcount, kcount}
+"""
+_admission_script = None
+
+
+def _admission(s, *, exempt: bool, key_hash: str | None) -> dict:
+    """Maintenance mode, every rate-limit counter and the key's usage: one Redis round trip.
+
+    The per-key bucket and usage are keyed by the presented key's hash, so they can be counted
+    before the key is verified: a forged key only ever counts against its own hash. The key
+    epoch is random and created if missing: after Redis loses its data the new epoch can never
+    equal one a cached principal was stored under.
+    """
+    global _admission_script
+    conn = redis_conn()
+    if _admission_script is None or _admission_script.registered_client is not conn:
+        _admission_script = conn.register_script(ADMISSION_LUA)
     window, retry_after = ratelimit.window_now()
-    pipe = redis_conn().pipeline(transaction=False)
-    pipe.get(control.MAINTENANCE_KEY)
-    pipe.ttl(control.MAINTENANCE_KEY)
-    pipe.get(control.GLOBAL_LIMIT_KEY)
-    pipe.get(control.DDOS_KEY)
-    ratelimit.queue_hit(pipe, "global", "all", window)
-    ratelimit.queue_hit(pipe, "ip", g.client_ip, window)
-    maint, ttl, global_limit, ddos, global_count, _, ip_count, _ = pipe.execute()
-    if maint is not None and not exempt:
+    prefix = ratelimit.PREFIX
+    result = _admission_script(
+        keys=[
+            control.MAINTENANCE_KEY,
+            control.GLOBAL_LIMIT_KEY,
+            control.DDOS_KEY,
+            keys.EPOCH_KEY,
+            keys.USAGE_FLUSH_LOCK,
+            f"{prefix}global:all:{window}",
+            f"{prefix}ip:{g.client_ip}:{window}",
+            f"{prefix}key:{key_hash}:{window}",
+            keys.USAGE_COUNT_KEY,
+            keys.USAGE_LAST_KEY,
+        ],
+        args=[
+            uuid.uuid4().hex,
+            USAGE_FLUSH_SECONDS,
+            ratelimit.WINDOW * 2,
+            key_hash or "",
+            f"{time.time():.3f}",
+        ],
+    )
+    maint, ttl, global_limit, ddos, epoch, flush_due, global_count, ip_count, key_count = result
+    if maint and not exempt:
         wait = ttl if ttl and ttl > 0 else 60
         raise Unavailable(
             "the service is in maintenance mode; retry later",
             headers={"Retry-After": str(min(wait, 3600))},
         )
-    limit = int(global_limit) if global_limit is not None else s.global_rate_limit_per_minute
+    limit = int(global_limit) if global_limit else s.global_rate_limit_per_minute
     verdict = ratelimit.verdict("global", global_count, limit, retry_after)
     if not verdict.allowed:
         _refuse(verdict)
-    if ddos is not None:
+    if ddos:
         verdict = ratelimit.verdict("ip", ip_count, s.ddos_ip_rate_limit_per_minute, retry_after)
         if not verdict.allowed:
             _refuse(verdict)
+    return {
+        "epoch": epoch,
+        "flush_due": bool(flush_due),
+        "key_count": key_count,
+        "retry_after": retry_after,
+    }
+
+
+USAGE_FLUSH_SECONDS = 5
+PRINCIPAL_TTL = 60.0
+_principals: dict[str, tuple[bytes, float, keys.Principal]] = {}
+
+
+def _principal(raw: str | None, key_hash: str | None, epoch: bytes) -> keys.Principal:
+    """Verified principals are cached per process until any key changes (the epoch moves) or
+    a minute passes, so a steady client costs no database round trip to authenticate."""
+    now = time.monotonic()
+    if key_hash:
+        cached = _principals.get(key_hash)
+        if cached and cached[0] == epoch and now - cached[1] < PRINCIPAL_TTL:
+            return cached[2]
+        _principals.pop(key_hash, None)
+    principal = keys.authenticate(db(), raw)
+    if len(_principals) > 10000:
+        _principals.clear()
+    _principals[principal.key_hash] = (epoch, now, principal)
+    return principal
+
+
+def _flush_usage() -> None:
+    try:
+        keys.flush_usage(db(), redis_conn())
+    except Exception:  # usage figures must never fail a request
+        log.exception("could not fold key usage into PostgreSQL")
 
 
 def _refuse(verdict) -> None:
