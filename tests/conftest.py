@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import replace
 
 import psycopg
@@ -20,6 +19,8 @@ from ffmpeg_api import keys as keymod
 from ffmpeg_api.settings import Settings
 
 sys.path.insert(0, os.path.dirname(__file__))
+from helpers import Proc, env_for, wait_for
+
 from servers import PostgresServer, RedisServer, free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,21 +68,6 @@ def base_settings(servers, storage_root):
         rate_limit_per_minute=10000,
         max_upload_bytes=50 * 1024 * 1024,
     )
-
-
-def env_for(settings: Settings) -> dict:
-    from dataclasses import fields
-
-    env = dict(os.environ)
-    for f in fields(settings):
-        value = getattr(settings, f.name)
-        if isinstance(value, tuple):
-            value = ",".join(value)
-        elif isinstance(value, bool):
-            value = "true" if value else "false"
-        env[f.metadata["env"]] = str(value)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 @pytest.fixture
@@ -196,49 +182,6 @@ def clips(storage_root):
     return paths
 
 
-class Proc:
-    def __init__(self, popen: subprocess.Popen, log_path: str):
-        self.popen = popen
-        self.log_path = log_path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def log(self) -> str:
-        with open(self.log_path, errors="replace") as fh:
-            return fh.read()
-
-    def descendants(self) -> list[int]:
-        found, frontier = [], [self.pid]
-        while frontier:
-            parent = frontier.pop()
-            for entry in os.listdir("/proc"):
-                if not entry.isdigit():
-                    continue
-                try:
-                    with open(f"/proc/{entry}/stat") as fh:
-                        fields = fh.read().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                if int(fields[1]) == parent:
-                    found.append(int(entry))
-                    frontier.append(int(entry))
-        return found
-
-    def stop(self, sig=signal.SIGTERM, timeout=15) -> None:
-        if self.popen.poll() is None:
-            try:
-                os.killpg(self.popen.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(5)
-
-
 @pytest.fixture
 def spawn(tmp_path):
     procs: list[Proc] = []
@@ -330,22 +273,7 @@ def start_api(spawn):
     return start
 
 
-def wait_for(predicate, *, timeout: float, interval: float = 0.1, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 @pytest.fixture
 def db_conn(settings):
     with dbmod.connect(settings.database_url) as conn:
         yield conn
-
-
-def job_row(settings, job_id):
-    with dbmod.connect(settings.database_url) as conn:
-        return conn.execute("SELECT * FROM jobs WHERE id = %s", (job_id,)).fetchone()

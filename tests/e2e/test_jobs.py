@@ -13,8 +13,7 @@ import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import redis
-
-from conftest import env_for, job_row, wait_for
+from helpers import env_for, job_row, wait_for
 
 
 def ffprobe(path):

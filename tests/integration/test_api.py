@@ -525,7 +525,7 @@ def test_revocation_reaches_every_cached_principal_at_once(client, user_key, set
     import subprocess
     import sys
 
-    from conftest import env_for
+    from helpers import env_for
 
     assert client.get("/api/v1/jobs", headers=user_key["headers"]).status_code == 200  # cached
     subprocess.run(

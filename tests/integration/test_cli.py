@@ -11,10 +11,9 @@ import uuid
 import psycopg
 import pytest
 import redis
+from helpers import env_for
 
 from ffmpeg_api import db as dbmod
-
-from conftest import env_for
 
 
 @pytest.fixture

@@ -50,6 +50,7 @@ def run(clip, output, ops, work_dir, *, reference=None, **kw):
 
 
 def _children() -> list[int]:
+    """ffmpeg processes started by this process (the session may also own database servers)."""
     me, pids = os.getpid(), []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -59,9 +60,17 @@ def _children() -> list[int]:
                 fields = fh.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[1]) == me:
+        if int(fields[1]) == me and _is_ffmpeg(entry):
             pids.append(int(entry))
     return pids
+
+
+def _is_ffmpeg(pid: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/comm") as fh:
+            return fh.read().strip() == "ffmpeg"
+    except OSError:
+        return False
 
 
 def _alive(pid: int) -> bool:
