@@ -229,6 +229,8 @@ def start_worker(spawn):
             timeout=20,
             what="worker start",
         )
+        if kind == "cpu":
+            assert proc.popen.poll() is None, "worker exited at start:\n" + proc.log()
         return proc
 
     return start

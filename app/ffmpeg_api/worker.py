@@ -315,6 +315,31 @@ def maintenance_loop(settings: Settings, name: str, kind: str, stop: threading.E
             pass
 
 
+def clear_stale_registration(conn_r: redis.Redis, name: str) -> bool:
+    """Forget a previous worker of the same name on this host whose process is gone.
+
+    RQ refuses to start a worker whose name is still registered, and a SIGKILLed worker's
+    registration outlives it by its TTL; a process manager restarting it under the same
+    name would otherwise fail until then. Registrations of live processes, or of other
+    hosts, are left alone.
+    """
+    previous = FFmpegWorker.find_by_key(
+        FFmpegWorker.redis_worker_namespace_prefix + name, connection=conn_r
+    )
+    if previous is None or previous.hostname != socket.gethostname() or not previous.pid:
+        return False
+    try:
+        os.kill(int(previous.pid), 0)
+        return False  # still alive: let RQ refuse the duplicate
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        return False
+    log.warning("worker %s (pid %s) died without unregistering; clearing it", name, previous.pid)
+    previous.register_death()
+    return True
+
+
 def run_worker(
     settings: Settings,
     kind: str,
@@ -336,6 +361,7 @@ def run_worker(
     os.environ[WORKER_KIND_ENV] = kind
     storage.ensure_layout(settings.storage_root)
     conn_r = get_redis(settings.redis_url)
+    clear_stale_registration(conn_r, name)
     worker = FFmpegWorker(
         [Queue(q, connection=conn_r) for q in queue_names],
         connection=conn_r,

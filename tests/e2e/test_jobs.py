@@ -317,10 +317,12 @@ def test_sigkill_of_whole_worker_requeues_and_completes(
             pass
     first.popen.wait(5)
     assert job_row(settings, job_id)["status"] == "processing"  # nobody knows yet
-    start_worker(settings, name="rescuer")
+    # A process manager restarts it under the same name at once: its stale registration in
+    # Redis must not stop it.
+    start_worker(settings, name="doomed")
     job = wait_status(client, user_key, job_id, timeout=120)
     assert job["status"] == "completed", job["error"]
-    assert job["retry_count"] == 1 and job["worker_id"] == "rescuer"
+    assert job["retry_count"] == 1 and job["worker_id"] == "doomed"
     info = ffprobe(output_file(settings, job))
     assert abs(float(info["format"]["duration"]) - 12) < 0.5
 
