@@ -1,0 +1,413 @@
+"""playbooks/site.yml against the multi-host test fleet (inventories/fleet): systemd hosts.
+
+The fleet is podman containers running systemd (tests/fleet/fleet.sh), one per host: lb1,
+api1, worker1, data1 (PostgreSQL + Redis) and mon1; api2 and worker2 join in the scale-out
+step. This module runs the same steps as the molecule/fleet scenario, directly:
+
+1. build the image if its package list changed, start the base fleet;
+2. deploy (site.yml ends with a smoke test through HAProxy), then deploy again: no change;
+3. scale out with one command (api2 + worker2, limited to them, the load balancer and
+   monitoring) and check both API hosts are UP in HAProxy and scraped by Prometheus, jobs run
+   on both workers, and nothing restarted on the hosts already there;
+4. a rolling restart of the API hosts under a bounded request loop: no request fails.
+
+Timings are printed at the end of the session. The containers are removed at the end; the
+image stays (tests/fleet/fleet.sh down && podman rmi ... to remove it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+import requests
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FLEET_SH = os.path.join(REPO, "tests", "fleet", "fleet.sh")
+INVENTORY_BASE = "inventories/fleet/hosts.yml"
+INVENTORY_ALL = "inventories/fleet"
+SCALE_LIMIT = "api2,worker2,loadbalancer,monitoring"
+
+LB = "10.89.77.10"
+MON = "10.89.77.50"
+API_URL = f"http://{LB}:8080/api/v1"
+RECAP = re.compile(
+    r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M
+)
+
+# Filled as the steps run; tests/fleet/conftest.py prints them in the terminal summary.
+TIMINGS: dict[str, float] = {}
+FIGURES: dict[str, str] = {}
+
+
+def _podman_usable() -> str | None:
+    """None when podman can run containers here, else why not."""
+    if os.geteuid() != 0:
+        return "the fleet runs rootful podman containers: needs root"
+    if not shutil.which("podman"):
+        return "podman is not installed (tests/run fleet installs it)"
+    if not shutil.which("debootstrap"):
+        return "debootstrap is not installed (tests/run fleet installs it)"
+    proc = subprocess.run(["podman", "info"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return f"podman cannot run containers here: {proc.stderr.strip()[-300:]}"
+    return None
+
+
+_SKIP_REASON = _podman_usable()
+pytestmark = pytest.mark.skipif(_SKIP_REASON is not None, reason=_SKIP_REASON or "")
+
+
+def fleet(*args: str, timeout: int = 1800) -> str:
+    proc = subprocess.run(
+        [FLEET_SH, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return proc.stdout
+
+
+def in_container(host: str, *argv: str) -> str:
+    proc = subprocess.run(
+        ["podman", "exec", f"fleet-{host}", *argv], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, f"{host}: {argv}: {proc.stderr}"
+    return proc.stdout
+
+
+def playbook(inventory: str, *args: str, timeout: int = 1500) -> tuple[str, dict, float]:
+    started = time.monotonic()
+    env = {
+        **os.environ,
+        "PATH": os.path.join(REPO, ".venv", "bin") + os.pathsep + os.environ.get("PATH", ""),
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_NOCOLOR": "1",
+    }
+    proc = subprocess.run(
+        [
+            os.path.join(REPO, ".venv", "bin", "ansible-playbook"),
+            "-i",
+            inventory,
+            "playbooks/site.yml",
+            *args,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    elapsed = time.monotonic() - started
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-8000:]
+    recap = {
+        m.group(1): {
+            "changed": int(m.group(3)),
+            "unreachable": int(m.group(4)),
+            "failed": int(m.group(5)),
+        }
+        for m in RECAP.finditer(out)
+    }
+    assert recap, out[-3000:]
+    assert all(h["failed"] == 0 and h["unreachable"] == 0 for h in recap.values()), recap
+    return out, recap, elapsed
+
+
+def changed_tasks(out: str) -> list[str]:
+    """The tasks that reported a change, with the host (for a readable failure)."""
+    names, current = [], None
+    for line in out.splitlines():
+        if line.startswith(("TASK [", "RUNNING HANDLER [")):
+            current = line.rstrip("* ")
+        elif line.startswith("changed:") and current:
+            names.append(f"{current} {line.split(' => ')[0]}")
+    return names
+
+
+def main_pids() -> dict[str, str]:
+    """Main PIDs of the long-running services of the hosts that exist before the scale-out."""
+    units = {
+        "api1": ["ffmpeg-api.service", "prometheus-node-exporter.service"],
+        "worker1": ["ffmpeg-api-worker@1.service", "prometheus-node-exporter.service"],
+        "data1": [
+            "postgresql@15-main.service",
+            "redis-server.service",
+            "prometheus-redis-exporter.service",
+            "prometheus-postgres-exporter.service",
+        ],
+        "mon1": ["prometheus.service", "prometheus-alertmanager.service"],
+    }
+    pids = {}
+    for host, names in units.items():
+        for unit in names:
+            pid = in_container(host, "systemctl", "show", "-p", "MainPID", "--value", unit).strip()
+            assert pid not in ("", "0"), f"{unit} is not running on {host}"
+            pids[f"{host}:{unit}"] = pid
+    return pids
+
+
+def wait_for(what: str, check, timeout: float = 90, interval: float = 2):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except requests.RequestException as exc:
+            last = exc
+        time.sleep(interval)
+    pytest.fail(f"timed out waiting for {what}: last result {last!r}")
+
+
+@pytest.fixture(scope="module")
+def base_fleet():
+    started = time.monotonic()
+    fleet("image")
+    TIMINGS["image build (0 when cached)"] = time.monotonic() - started
+    fleet("down")
+    started = time.monotonic()
+    fleet("up")
+    TIMINGS["containers up"] = time.monotonic() - started
+    yield
+    if not os.environ.get("FLEET_KEEP"):
+        fleet("down")
+
+
+@pytest.fixture(scope="module")
+def deployed(base_fleet):
+    out, _recap, elapsed = playbook(INVENTORY_BASE)
+    TIMINGS["first fleet deploy"] = elapsed
+    return out
+
+
+@pytest.fixture(scope="module")
+def api_key(deployed):
+    out = in_container(
+        "api1",
+        "/usr/local/bin/ffmpeg-api-admin",
+        "keys",
+        "create",
+        "--name",
+        "fleet-test",
+        "--user",
+        "fleet",
+        "--json",
+    )
+    return json.loads(out)["api_key"]
+
+
+def test_first_deploy_ends_with_a_smoke_test(deployed):
+    assert "completed, output h264,240" in deployed
+
+
+def test_systemd_units_run_the_service(deployed):
+    assert in_container("api1", "systemctl", "is-active", "ffmpeg-api.service").strip() == "active"
+    assert (
+        in_container("worker1", "systemctl", "is-active", "ffmpeg-api-worker@1.service").strip()
+        == "active"
+    )
+    assert in_container("worker1", "systemctl", "is-enabled", "ffmpeg-api-workers.target").strip()
+
+
+def test_second_run_changes_nothing(deployed):
+    out, recap, elapsed = playbook(INVENTORY_BASE)
+    TIMINGS["second run (changed=0)"] = elapsed
+    assert all(h["changed"] == 0 for h in recap.values()), changed_tasks(out)
+
+
+@pytest.fixture(scope="module")
+def scaled_out(deployed):
+    before = main_pids()
+    started = time.monotonic()
+    fleet("up", "api2", "worker2")
+    TIMINGS["scale-out containers up"] = time.monotonic() - started
+    out, recap, elapsed = playbook(INVENTORY_ALL, "--limit", SCALE_LIMIT)
+    TIMINGS["scale-out run"] = elapsed
+    return {"before": before, "after": main_pids(), "out": out, "recap": recap}
+
+
+def test_scale_out_touches_only_the_new_hosts_lb_and_monitoring(scaled_out):
+    assert set(scaled_out["recap"]) == {"api2", "worker2", "lb1", "mon1"}
+
+
+def test_scale_out_restarts_nothing_that_was_running(scaled_out):
+    assert scaled_out["after"] == scaled_out["before"]
+
+
+def _haproxy_states() -> dict[str, int]:
+    text = requests.get(f"http://{LB}:8404/metrics", timeout=5).text
+    states = {}
+    for m in re.finditer(
+        r'^haproxy_server_status\{proxy="ffmpeg_api",server="([^"]+)",state="UP"\} (\d+)',
+        text,
+        re.M,
+    ):
+        states[m.group(1)] = int(m.group(2))
+    return states
+
+
+def test_both_api_hosts_are_up_in_haproxy(scaled_out):
+    states = wait_for(
+        "api1 and api2 UP in HAProxy",
+        lambda: (s := _haproxy_states()).get("api1") == 1 and s.get("api2") == 1 and s,
+    )
+    assert states == {"api1": 1, "api2": 1}
+
+
+def _prometheus_api_targets() -> dict[str, str]:
+    body = requests.get(f"http://{MON}:9090/api/v1/targets?state=active", timeout=5).json()
+    return {
+        t["labels"]["instance"]: t["health"]
+        for t in body["data"]["activeTargets"]
+        if t["labels"]["job"] == "ffmpeg_api"
+    }
+
+
+def test_prometheus_scrapes_both_api_hosts(scaled_out):
+    targets = wait_for(
+        "Prometheus scraping api1 and api2",
+        lambda: (t := _prometheus_api_targets()) == {"api1": "up", "api2": "up"} and t,
+        timeout=120,
+        interval=3,
+    )
+    assert targets == {"api1": "up", "api2": "up"}
+
+
+def test_jobs_run_on_both_workers(scaled_out, api_key, tmp_path):
+    headers = {"X-API-Key": api_key}
+    clip = tmp_path / "in.mp4"
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=25:duration=4",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            str(clip),
+        ],
+        check=True,
+        timeout=60,
+    )
+    with clip.open("rb") as fh:
+        up = requests.post(
+            f"{API_URL}/files?name=fleet.mp4",
+            data=fh,
+            headers={**headers, "Content-Type": "application/octet-stream"},
+            timeout=60,
+        )
+    assert up.status_code == 201, up.text
+    path = up.json()["path"]
+    ids = []
+    for _ in range(8):
+        r = requests.post(
+            f"{API_URL}/convert",
+            json={
+                "input": path,
+                "output": "mp4",
+                "operations": [{"type": "transcode", "height": 240, "preset": "ultrafast"}],
+            },
+            headers=headers,
+            timeout=30,
+        )
+        assert r.status_code == 202, r.text
+        ids.append(r.json()["id"])
+
+    def all_done():
+        jobs = [
+            requests.get(f"{API_URL}/jobs/{i}", headers=headers, timeout=10).json() for i in ids
+        ]
+        return (
+            jobs if all(j["status"] in ("completed", "failed", "cancelled") for j in jobs) else None
+        )
+
+    jobs = wait_for("8 jobs to finish", all_done, timeout=240, interval=2)
+    assert [j["status"] for j in jobs] == ["completed"] * 8, [
+        (j["status"], j.get("error")) for j in jobs
+    ]
+    hosts = {j["worker_id"].split(".")[0] for j in jobs}
+    per_worker = {h: sum(j["worker_id"].startswith(h + ".") for j in jobs) for h in sorted(hosts)}
+    FIGURES["jobs per worker host"] = ", ".join(f"{h}: {n}" for h, n in per_worker.items())
+    assert hosts == {"worker1", "worker2"}, [j["worker_id"] for j in jobs]
+
+
+class RequestLoop(threading.Thread):
+    """GET /health/live and an authenticated GET /jobs through the LB, alternately, until
+    stopped or bounded (max_seconds, max_requests). Paced under HAProxy's per-IP limit."""
+
+    def __init__(self, api_key: str, max_seconds: float = 180, max_requests: int = 5000):
+        super().__init__(daemon=True)
+        self.api_key = api_key
+        self.max_seconds = max_seconds
+        self.max_requests = max_requests
+        self.stop = threading.Event()
+        self.ok = 0
+        self.failures: list[str] = []
+
+    def run(self):
+        session = requests.Session()
+        started = time.monotonic()
+        n = 0
+        while not self.stop.is_set() and n < self.max_requests:
+            if time.monotonic() - started > self.max_seconds:
+                break
+            if n % 2:
+                url, headers = f"{API_URL}/jobs?limit=1", {"X-API-Key": self.api_key}
+            else:
+                url, headers = f"{API_URL}/health/live", {}
+            n += 1
+            try:
+                r = session.get(url, headers=headers, timeout=10)
+                if r.status_code == 200:
+                    self.ok += 1
+                else:
+                    self.failures.append(f"{url}: {r.status_code} {r.text[:200]}")
+            except requests.RequestException as exc:
+                self.failures.append(f"{url}: {exc}")
+            time.sleep(0.1)
+
+
+def test_rolling_restart_of_the_api_drops_no_request(scaled_out, api_key):
+    before = {
+        h: in_container(h, "systemctl", "show", "-p", "MainPID", "--value", "ffmpeg-api.service")
+        for h in ("api1", "api2")
+    }
+    loop = RequestLoop(api_key)
+    loop.start()
+    time.sleep(3)
+    try:
+        _out, _recap, elapsed = playbook(
+            INVENTORY_ALL,
+            "--limit",
+            "api",
+            "-e",
+            json.dumps({"app_environment": {"FLEET_ROLL": str(time.time())}}),
+        )
+    finally:
+        time.sleep(3)
+        loop.stop.set()
+        loop.join(30)
+    TIMINGS["rolling api restart"] = elapsed
+    after = {
+        h: in_container(h, "systemctl", "show", "-p", "MainPID", "--value", "ffmpeg-api.service")
+        for h in ("api1", "api2")
+    }
+    FIGURES["requests during rolling restart"] = f"{loop.ok} ok, {len(loop.failures)} failed"
+    assert all(before[h] != after[h] for h in before), "the API was not restarted"
+    assert loop.ok > 100
+    assert loop.failures == [], loop.failures[:20]
