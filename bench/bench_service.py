@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import fields
 
 import psycopg
 import requests
@@ -32,6 +31,8 @@ import requests
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "tests"))
+
+import helpers  # noqa: E402
 
 from ffmpeg_api import db as dbmod  # noqa: E402
 from ffmpeg_api import keys as keymod  # noqa: E402
@@ -53,16 +54,7 @@ TRANSCODE = {
 
 
 def env_for(settings: Settings, **extra) -> dict:
-    env = dict(os.environ)
-    for f in fields(settings):
-        value = getattr(settings, f.name)
-        if isinstance(value, tuple):
-            value = ",".join(value)
-        elif isinstance(value, bool):
-            value = "true" if value else "false"
-        env[f.metadata["env"]] = str(value)
-    env.update(extra)
-    return env
+    return {**helpers.env_for(settings), **extra}
 
 
 def percentile(values, q):
