@@ -360,7 +360,12 @@ def run_worker(
     os.environ[WORKER_NAME_ENV] = name
     os.environ[WORKER_KIND_ENV] = kind
     storage.ensure_layout(settings.storage_root)
-    conn_r = get_redis(settings.redis_url)
+    # The worker's own client: its blocking dequeue waits up to worker_ttl - 15 s, so its
+    # socket timeout must be longer than that on every pooled connection (RQ only raises the
+    # timeout for connections made after it starts, and quits on a client-side timeout).
+    conn_r = redis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=5, socket_timeout=worker_ttl + 30
+    )
     clear_stale_registration(conn_r, name)
     worker = FFmpegWorker(
         [Queue(q, connection=conn_r) for q in queue_names],

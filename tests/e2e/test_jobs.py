@@ -508,3 +508,12 @@ def test_stats_and_metrics_after_jobs(
     assert float(count.split()[-1]) == 20
     assert 'ffmpeg_job_duration_seconds_count{operation="thumbnail"} 2.0' in text
     assert 'ffmpeg_workers{kind="cpu",state="idle"} 1.0' in text
+
+
+def test_idle_worker_keeps_listening(settings, start_worker):
+    """An idle worker's blocking dequeue outlasts the ordinary client socket timeout (10 s);
+    it must keep waiting, not quit and be restarted by its process manager."""
+    worker = start_worker(settings, name="idler")
+    time.sleep(25)
+    assert worker.popen.poll() is None, worker.log()[-2000:]
+    assert "quitting" not in worker.log()
