@@ -27,6 +27,20 @@ def env_for(settings: Settings) -> dict:
     return env
 
 
+def parent(pid: int | str) -> int | None:
+    """The parent pid of a process, read from /proc (None once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return None
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of a process."""
+    return [int(e) for e in os.listdir("/proc") if e.isdigit() and parent(e) == pid]
+
+
 class Proc:
     def __init__(self, popen: subprocess.Popen, log_path: str):
         self.popen = popen
@@ -43,18 +57,9 @@ class Proc:
     def descendants(self) -> list[int]:
         found, frontier = [], [self.pid]
         while frontier:
-            parent = frontier.pop()
-            for entry in os.listdir("/proc"):
-                if not entry.isdigit():
-                    continue
-                try:
-                    with open(f"/proc/{entry}/stat") as fh:
-                        fields = fh.read().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                if int(fields[1]) == parent:
-                    found.append(int(entry))
-                    frontier.append(int(entry))
+            kids = children(frontier.pop())
+            found.extend(kids)
+            frontier.extend(kids)
         return found
 
     def stop(self, sig=signal.SIGTERM, timeout=15) -> None:

@@ -64,19 +64,3 @@ def set_ddos(conn: redis.Redis, enabled: bool) -> None:
         conn.set(DDOS_KEY, str(time.time()))
     else:
         conn.delete(DDOS_KEY)
-
-
-def snapshot(conn: redis.Redis, default_global: int) -> dict:
-    """Maintenance, global limit and DDoS mode in one round trip (read on every request)."""
-    pipe = conn.pipeline(transaction=False)
-    pipe.get(MAINTENANCE_KEY)
-    pipe.ttl(MAINTENANCE_KEY)
-    pipe.get(GLOBAL_LIMIT_KEY)
-    pipe.get(DDOS_KEY)
-    maint, ttl, limit, ddos = pipe.execute()
-    return {
-        "maintenance": maint is not None,
-        "maintenance_ttl": ttl if maint is not None and ttl and ttl > 0 else None,
-        "global_limit": int(limit) if limit is not None else default_global,
-        "ddos": ddos is not None,
-    }

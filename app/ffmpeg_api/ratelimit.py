@@ -25,12 +25,6 @@ def window_now(now: float | None = None) -> tuple[int, int]:
     return window, max(1, int((window + 1) * WINDOW - now + 0.999))
 
 
-def queue_hit(pipe, scope: str, ident: str, window: int) -> None:
-    key = f"{PREFIX}{scope}:{ident}:{window}"
-    pipe.incr(key)
-    pipe.expire(key, WINDOW * 2)
-
-
 def verdict(scope: str, count: int, limit: int, retry_after: int) -> Verdict:
     allowed = limit <= 0 or count <= limit
     return Verdict(allowed, limit, count, 0 if allowed else retry_after, scope)

@@ -13,7 +13,7 @@ import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import redis
-from helpers import env_for, job_row, wait_for
+from helpers import env_for, job_row, parent, wait_for
 
 
 def ffprobe(path):
@@ -344,8 +344,7 @@ def test_sigkill_of_work_horse_is_requeued_by_its_worker(
     )
     _wait_processing(client, user_key, job_id)
     ffmpeg = next(pid for pid in worker.descendants() if pid in _ffmpeg_pids())
-    with open(f"/proc/{ffmpeg}/stat") as fh:
-        horse = int(fh.read().rsplit(")", 1)[1].split()[1])
+    horse = parent(ffmpeg)
     assert horse != worker.pid
     os.kill(horse, signal.SIGKILL)  # the OOM killer's favourite target
     job = wait_status(client, user_key, job_id, timeout=120)

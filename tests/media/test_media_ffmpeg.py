@@ -11,6 +11,7 @@ import textwrap
 import time
 
 import pytest
+from helpers import children
 
 from ffmpeg_api.errors import InputRejected, ValidationError
 from ffmpeg_api.media import analyze, gpu, plan, probe, runner, spec
@@ -51,18 +52,7 @@ def run(clip, output, ops, work_dir, *, reference=None, **kw):
 
 def _children() -> list[int]:
     """ffmpeg processes started by this process (the session may also own database servers)."""
-    me, pids = os.getpid(), []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == me and _is_ffmpeg(entry):
-            pids.append(int(entry))
-    return pids
+    return [pid for pid in children(os.getpid()) if _is_ffmpeg(str(pid))]
 
 
 def _is_ffmpeg(pid: str) -> bool:
