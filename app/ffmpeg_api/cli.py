@@ -13,7 +13,7 @@ import functools
 import json
 import re
 import sys
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from uuid import UUID
 
@@ -173,6 +173,43 @@ def db_status(as_json):
     )
 
 
+# --- health -----------------------------------------------------------------------------
+
+
+@command(main, "health")
+@click.option(
+    "--deep",
+    is_flag=True,
+    help="Also database connections by state and the jobs each worker is processing.",
+)
+def health_cmd(as_json, deep):
+    """Check every component from this host (what GET /health reports, without HTTP).
+
+    Exits 0 whenever the report was produced, healthy or not: read `status` (healthy,
+    degraded, unhealthy) and `problems` ({component, message} per component not ok).
+    """
+    from .api import health as healthmod
+
+    s = settings()
+    report = healthmod.check_all(s)
+    if deep:
+        report["components"].update(healthmod.check_deep(s))
+        if report["status"] == "healthy" and any(
+            c["status"] != "ok" for c in report["components"].values()
+        ):
+            report["status"] = "degraded"
+    report["deep"] = deep
+    report["problems"] = healthmod.summarize(report)
+
+    def human(d):
+        problems = "; ".join(p["message"] for p in d["problems"])
+        click.echo(d["status"] + (f": {problems}" if problems else ""))
+        for name, comp in d["components"].items():
+            click.echo(f"  {name:<12}{comp['status']:<9}{comp['ms']:>8} ms")
+
+    emit(report, as_json, human)
+
+
 # --- keys -------------------------------------------------------------------------------
 
 
@@ -289,14 +326,37 @@ def keys_revoke(as_json, dry_run, key_id, reason):
     )
 
 
+class TimestampType(click.ParamType):
+    """An ISO 8601 moment; without an offset it is taken as UTC."""
+
+    name = "timestamp"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, datetime):
+            return value
+        try:
+            moment = datetime.fromisoformat(str(value).strip())
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO 8601 time like 2026-11-29T10:00:00Z", param, ctx)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment
+
+
 @command(keys, "rotate-user", changes=True)
 @click.argument("user_id")
-def keys_rotate_user(as_json, dry_run, user_id):
+@click.option(
+    "--created-before",
+    type=TimestampType(),
+    default=None,
+    help="Only replace keys issued before this time (ISO 8601); a rerun then changes nothing.",
+)
+def keys_rotate_user(as_json, dry_run, user_id, created_before):
     """Revoke every active key of a user and issue a replacement for each."""
     from . import keys as keymod
 
     with conn() as c:
-        out = keymod.rotate_user(c, user_id, dry_run=dry_run)
+        out = keymod.rotate_user(c, user_id, dry_run=dry_run, created_before=created_before)
         c.commit()
     if out["changed"] and not dry_run:
         keymod.bump_epoch(rconn())

@@ -233,15 +233,26 @@ def revoke(
 
 
 def rotate_user(
-    conn: psycopg.Connection, user_id: str, *, dry_run: bool = False, reason: str = "rotated"
+    conn: psycopg.Connection,
+    user_id: str,
+    *,
+    dry_run: bool = False,
+    reason: str = "rotated",
+    created_before=None,
 ) -> dict:
-    """Revoke every active key of a user and issue a replacement for each (same name, rights)."""
+    """Revoke every active key of a user and issue a replacement for each (same name, rights).
+
+    With `created_before` (a timezone-aware datetime) only keys issued before that moment are
+    replaced: the replacements are issued after it, so rotating again with the same cutoff
+    finds nothing to do -- which is what makes a remediation safe to run twice.
+    """
     # One transaction: either every key of the user is replaced, or none is.
     with conn.transaction():
         active = conn.execute(
-            "SELECT * FROM api_keys WHERE user_id = %s AND revoked_at IS NULL ORDER BY created_at"
-            " FOR UPDATE",
-            (user_id,),
+            "SELECT * FROM api_keys WHERE user_id = %s AND revoked_at IS NULL"
+            " AND (%s::timestamptz IS NULL OR created_at < %s::timestamptz)"
+            " ORDER BY created_at FOR UPDATE",
+            (user_id, created_before, created_before),
         ).fetchall()
         if dry_run:
             return {

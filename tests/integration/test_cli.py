@@ -223,3 +223,62 @@ def test_storage_cleanup_removes_only_garbage(cli, settings, db_conn, make_setti
 def test_gpu_worker_refuses_to_start_without_gpu(cli):
     proc = cli("worker", "--kind", "gpu", expect=1)
     assert "GPU" in proc.stderr or "NVENC" in proc.stderr
+
+
+def test_health_reports_components_and_deep_details(cli, db_conn):
+    quick = cli("health", "--json")
+    assert quick["deep"] is False
+    assert {"database", "redis", "queues", "workers", "storage", "ffmpeg"} <= set(
+        quick["components"]
+    )
+    assert quick["components"]["database"]["status"] == "ok"
+    # No worker runs in this layer: the check says so in words.
+    assert {"component": "workers", "message": "workers: 0 alive"} in quick["problems"]
+    assert "connections" not in quick["components"]
+
+    lost = _insert_job(db_conn, status="processing", hours_ago=0, worker="vanished.1.cpu")
+    deep = cli("health", "--deep", "--json")
+    conns = deep["components"]["connections"]
+    assert conns["status"] == "ok" and conns["total"] >= 1 and conns["max_connections"] > 0
+    assert sum(conns["by_state"].values()) == conns["total"]
+    detail = deep["components"]["worker_jobs"]
+    assert detail["jobs_of_missing_workers"] == {"vanished.1.cpu": 1}
+    assert deep["status"] == "degraded"
+    assert any(
+        p["component"] == "worker_jobs" and "vanished.1.cpu" in p["message"]
+        for p in deep["problems"]
+    ), deep["problems"]
+    cli("jobs", "cancel", lost, "--json")
+
+
+def test_health_names_a_dead_database(cli, settings):
+    from dataclasses import replace
+
+    from servers import free_port
+
+    dead = replace(settings, database_url=f"postgresql://nobody@127.0.0.1:{free_port()}/x")
+    report = cli("health", "--deep", "--json", settings_override=dead)
+    assert report["status"] == "unhealthy"
+    assert report["components"]["database"]["status"] == "error"
+    assert any(p["message"].startswith("database error (") for p in report["problems"]), report[
+        "problems"
+    ]
+
+
+def test_rotate_user_created_before_makes_a_rerun_a_no_op(cli, db_conn):
+    old = cli("keys", "create", "--name", "old", "--user", "lena", "--json")
+    cutoff = db_conn.execute("SELECT now() AS t").fetchone()["t"].isoformat()
+    db_conn.rollback()
+    time.sleep(0.05)
+    newer = cli("keys", "create", "--name", "newer", "--user", "lena", "--json")
+    args = ("keys", "rotate-user", "lena", "--created-before", cutoff, "--json")
+    preview = cli(*args, "--dry-run")
+    assert preview["changed"] is True and [k["id"] for k in preview["revoked"]] == [old["id"]]
+    done = cli(*args)
+    assert [c["replaces"] for c in done["created"]] == [old["id"]]
+    active = {
+        k["id"] for k in cli("keys", "list", "--user", "lena", "--active-only", "--json")["keys"]
+    }
+    assert active == {newer["id"], done["created"][0]["id"]}
+    assert cli(*args)["changed"] is False
+    cli("keys", "rotate-user", "lena", "--created-before", "yesterday", expect=2)

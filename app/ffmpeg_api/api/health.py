@@ -105,6 +105,95 @@ def check_all(s) -> dict:
     return {"status": status, "components": components}
 
 
+def check_deep(s) -> dict:
+    """What the deep check adds: database connections by state, and per worker its state and
+    the jobs the database says it is processing (a worker that died mid-job shows up here with
+    jobs but without a live registration)."""
+    redis_conn = get_redis(s.redis_url)
+
+    def connections():
+        with dbmod.transaction(s.database_url, s.database_pool_size, timeout=3) as conn:
+            rows = conn.execute(
+                "SELECT coalesce(state, 'background') AS state, count(*) AS n"
+                " FROM pg_stat_activity WHERE datname = current_database() GROUP BY 1"
+            ).fetchall()
+            limit = conn.execute("SHOW max_connections").fetchone()
+        by_state = {r["state"]: r["n"] for r in rows}
+        total = sum(by_state.values())
+        max_connections = int(next(iter(limit.values())))
+        status = "warning" if total > 0.8 * max_connections else "ok"
+        return {
+            "status": status,
+            "by_state": by_state,
+            "total": total,
+            "max_connections": max_connections,
+        }
+
+    def worker_detail():
+        from rq import Worker
+
+        with dbmod.transaction(s.database_url, s.database_pool_size, timeout=3) as conn:
+            active = {
+                r["worker_id"]: r["n"]
+                for r in conn.execute(
+                    "SELECT worker_id, count(*) AS n FROM jobs WHERE status = 'processing'"
+                    " GROUP BY worker_id"
+                )
+            }
+        workers = []
+        for w in sorted(Worker.all(connection=redis_conn), key=lambda w: w.name):
+            workers.append(
+                {
+                    "name": w.name,
+                    "state": w.get_state(),
+                    "queues": w.queue_names(),
+                    "processing_jobs": active.pop(w.name, 0),
+                }
+            )
+        # Jobs held by workers that are not registered any more: lost, waiting for a reaper.
+        orphaned = {str(k): v for k, v in active.items()}
+        status = "warning" if orphaned else "ok"
+        return {"status": status, "workers": workers, "jobs_of_missing_workers": orphaned}
+
+    return {"connections": _timed(connections), "worker_jobs": _timed(worker_detail)}
+
+
+def summarize(report: dict) -> list[dict]:
+    """One short phrase per component that is not ok ({component, message}), e.g. 'database
+    error (connection refused)' or 'workers: 0 alive' -- what an engineer reads first."""
+    problems = []
+    for name, comp in report.get("components", {}).items():
+        message = _problem(name, comp)
+        if message:
+            problems.append({"component": name, "message": message})
+    return problems
+
+
+def _problem(name: str, comp: dict) -> str | None:
+    status = comp.get("status", "ok")
+    if name == "workers" and status != "error":
+        alive = comp.get("cpu", {}).get("alive", 0) + comp.get("gpu", {}).get("alive", 0)
+        return "workers: 0 alive" if alive == 0 else None
+    if status == "ok":
+        return None
+    if status == "error":
+        detail = comp.get("error", "")
+        return f"{name} error ({detail})" if detail else f"{name} error"
+    if name == "maintenance":
+        return f"maintenance mode on ({comp.get('reason') or 'no reason given'})"
+    if name == "storage":
+        return f"storage {comp.get('free_percent')}% free"
+    if name == "connections":
+        return f"database connections {comp.get('total')}/{comp.get('max_connections')}"
+    if name == "worker_jobs":
+        lost = comp.get("jobs_of_missing_workers", {})
+        return (
+            f"{sum(lost.values())} processing job(s) held by missing worker(s) "
+            f"{', '.join(sorted(lost))}"
+        )
+    return f"{name} {status}"
+
+
 @bp.get("/health")
 @public
 def health():
