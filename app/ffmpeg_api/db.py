@@ -45,6 +45,10 @@ def get_pool(url: str, max_size: int = 10) -> ConnectionPool:
             # Autocommit: a read costs one round trip, not three (BEGIN is implicit, but the
             # ROLLBACK that ends it is not). Writes that must be atomic use conn.transaction().
             kwargs={"row_factory": dict_row, "autocommit": True},
+            # A PostgreSQL restart (a runbook's restore, PITR, a config change) kills every
+            # pooled connection; checking one before handing it out costs a round trip but
+            # turns what would be a failed request into a reconnect.
+            check=ConnectionPool.check_connection,
             open=True,
             name=f"ffmpeg-api-{pid}",
         )

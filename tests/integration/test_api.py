@@ -4,6 +4,7 @@ validation and safety of inputs."""
 import json
 import os
 
+import psycopg
 import pytest
 import redis
 
@@ -554,3 +555,19 @@ def test_usage_is_counted_without_database_writes_and_folded_in(
         "SELECT request_count FROM api_keys WHERE id = %s", (user_key["id"],)
     ).fetchone()
     assert row["request_count"] == 5
+
+
+def test_requests_survive_the_database_dropping_every_connection(client, user_key, settings):
+    """A PostgreSQL restart (restore, PITR, config change) kills the pooled connections: the
+    pool checks a connection before lending it, so the next request reconnects instead of
+    failing."""
+    for _ in range(3):
+        assert client.get("/api/v1/jobs", headers=user_key["headers"]).status_code == 200
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        killed = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()[0]
+    assert killed >= 1
+    for _ in range(3):
+        assert client.get("/api/v1/jobs", headers=user_key["headers"]).status_code == 200
