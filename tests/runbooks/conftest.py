@@ -15,13 +15,17 @@ import hashlib
 import json
 import os
 import re
+import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
+import helpers
 import pytest
+
+from servers import free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 INVENTORY = os.path.join(REPO, "inventories", "local", "hosts.yml")
@@ -174,14 +178,7 @@ def rows_digest(table: str, order_by: str = "1") -> str:
 
 
 def wait_for(what: str, check, timeout: float = 60, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+    return helpers.wait_for(check, timeout=timeout, interval=interval, what=what)
 
 
 def assert_check_mode_changes_nothing(name: str, snapshot, **kwargs) -> PlaybookRun:
@@ -238,3 +235,29 @@ def api_key(stack):
     created = admin("keys", "create", "--user", user, "--name", "runbooks")
     yield created
     subprocess.run([ADMIN, "keys", "revoke", str(created["id"]), "--json"], capture_output=True)
+
+
+@pytest.fixture
+def moto_endpoint():
+    """A moto server (S3, EC2, ...) on a free loopback port: its endpoint URL."""
+    port = free_port()
+    server = subprocess.Popen(
+        [os.path.join(VENV_BIN, "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+
+    def up():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+
+    try:
+        wait_for("the moto server", up, timeout=30, interval=0.2)
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

@@ -3,6 +3,7 @@ maintenance mode, rolls back to the previous release, notifies, and writes the r
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -93,8 +94,9 @@ def test_sev1_outage_is_mitigated_rolled_back_and_reported(stack, previous_relea
     _current, copy = previous_release
     hook = Webhook()
     incident_dir = tmp_path / "incidents"
+    # No incident_id given: the playbook names the incident after the day.
+    incident_id = f"INC-{datetime.datetime.now(datetime.UTC):%Y%m%d}-sev1-outage"
     extra = {
-        "incident_id": f"INC-test-{os.getpid()}",
         "incident_dir": str(incident_dir),
         "incident_webhook_url": hook.url,
         "sev1_rollback": True,
@@ -125,7 +127,7 @@ def test_sev1_outage_is_mitigated_rolled_back_and_reported(stack, previous_relea
         assert all(v == "RUNNING" for k, v in supervisor_states().items() if "ffmpeg-api" in k)
         assert [m["event"] for m in hook.received] == ["opened", "resolved"], hook.received
 
-        report = (incident_dir / f"{extra['incident_id']}.md").read_text()
+        report = (incident_dir / f"{incident_id}.md").read_text()
         assert "**Severity:** SEV1" in report and "**Status:** resolved" in report
         assert "not running at diagnosis: ffmpeg-api" in report, report
         for event in (
@@ -135,13 +137,13 @@ def test_sev1_outage_is_mitigated_rolled_back_and_reported(stack, previous_relea
             "Maintenance mode off",
         ):
             assert event in report, report
-        bundles = list((incident_dir / f"{extra['incident_id']}-diagnostics").iterdir())
+        bundles = list((incident_dir / f"{incident_id}-diagnostics").iterdir())
         assert bundles and all(b.stat().st_size > 0 for b in bundles), bundles
 
         again = playbook("sev1_outage.yml", extra_vars=extra)
         assert again.changed == 0, again.changed_tasks()
         assert len(hook.received) == 2, "a second run notified again"
-        assert (incident_dir / f"{extra['incident_id']}.md").read_text() == report
+        assert (incident_dir / f"{incident_id}.md").read_text() == report
     finally:
         hook.shutdown()
         subprocess.run(["supervisorctl", "start", "ffmpeg-api", "ffmpeg-api-worker:"], check=False)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import subprocess
 import time
 import uuid
@@ -17,12 +16,10 @@ import uuid
 import pytest
 
 from conftest import (
-    VENV_BIN,
     assert_second_run_changes_nothing,
     playbook,
     sql,
     tree_digest,
-    wait_for,
 )
 
 BUCKET = "ffmpeg-api-archive"
@@ -30,39 +27,13 @@ SECRET = "infra-secret-value-42"  # moto accepts any credentials; this one must 
 CREDS = {"aws_access_key_id": "AKIAINFRATEST", "aws_secret_access_key": SECRET}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def s3():
+def s3(moto_endpoint):
     import boto3
 
-    port = free_port()
-    server = subprocess.Popen(
-        [os.path.join(VENV_BIN, "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-
-        def up():
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                return True
-            except OSError:
-                return False
-
-        wait_for("moto server", up, timeout=30, interval=0.2)
-        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **CREDS)
-        client.create_bucket(Bucket=BUCKET)
-        yield endpoint, client
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1", **CREDS)
+    client.create_bucket(Bucket=BUCKET)
+    return moto_endpoint, client
 
 
 def listing(client) -> dict[str, int]:

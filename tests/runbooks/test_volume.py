@@ -9,20 +9,16 @@ EC2 server this test starts.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 
 import pytest
-from test_storage import free_port
 
 from conftest import (
-    VENV_BIN,
     admin,
     assert_second_run_changes_nothing,
     http,
     playbook,
-    wait_for,
 )
 
 MIB = 1024 * 1024
@@ -53,31 +49,11 @@ def loop_disk(tmp_path):
 
 
 @pytest.fixture
-def ec2():
+def ec2(moto_endpoint):
     import boto3
 
-    port = free_port()
-    server = subprocess.Popen(
-        [os.path.join(VENV_BIN, "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        client = boto3.client("ec2", endpoint_url=endpoint, region_name="us-east-1", **CREDS)
-
-        def up():
-            try:
-                client.describe_volumes()
-                return True
-            except Exception:
-                return False
-
-        wait_for("moto server", up, timeout=30, interval=0.3)
-        yield endpoint, client
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    client = boto3.client("ec2", endpoint_url=moto_endpoint, region_name="us-east-1", **CREDS)
+    return moto_endpoint, client
 
 
 def test_vertical_resize_grows_volume_and_filesystem(stack, loop_disk, ec2):
