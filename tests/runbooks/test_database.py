@@ -17,8 +17,7 @@ import subprocess
 import time
 
 import pytest
-
-from conftest import (
+from runbook_helpers import (
     assert_check_mode_changes_nothing,
     assert_second_run_changes_nothing,
     http,

@@ -10,7 +10,7 @@ import os
 import tarfile
 import time
 
-from conftest import REPO, assert_second_run_changes_nothing, playbook
+from runbook_helpers import REPO, assert_second_run_changes_nothing, playbook
 
 DEST = "/var/tmp/ffmpeg-api-diagnostics"
 LEAKED = "leakedPassw0rd"

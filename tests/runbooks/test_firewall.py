@@ -14,8 +14,7 @@ import sys
 import time
 
 import pytest
-
-from conftest import admin, assert_second_run_changes_nothing, playbook
+from runbook_helpers import admin, assert_second_run_changes_nothing, playbook
 
 SERVER_NS = f"fwsrv{os.getpid()}"
 CLIENT_NS = f"fwcli{os.getpid()}"

@@ -15,8 +15,7 @@ import subprocess
 import time
 
 import pytest
-
-from conftest import (
+from runbook_helpers import (
     ADMIN,
     INVENTORY,
     REPO,

@@ -12,8 +12,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
-from conftest import (
+from runbook_helpers import (
     assert_check_mode_changes_nothing,
     http,
     playbook,

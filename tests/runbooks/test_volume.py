@@ -13,8 +13,7 @@ import re
 import subprocess
 
 import pytest
-
-from conftest import (
+from runbook_helpers import (
     admin,
     assert_second_run_changes_nothing,
     http,

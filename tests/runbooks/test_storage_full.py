@@ -14,8 +14,7 @@ import time
 import uuid
 
 import pytest
-
-from conftest import (
+from runbook_helpers import (
     assert_second_run_changes_nothing,
     playbook,
     sql,
