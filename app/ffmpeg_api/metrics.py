@@ -6,7 +6,10 @@
 - Job figures are produced by RQ workers on other hosts, so workers add them to Redis hashes and
   the API exposes those at scrape time. Losing Redis resets them, which Prometheus handles as any
   counter reset.
-- Queue depths, workers and jobs by state are read live at scrape time.
+- Queue depths, workers and jobs by state are read live at scrape time, as is the filesystem
+  holding STORAGE_ROOT (the storage alert watches it wherever it is mounted).
+- Labelled counters an alert watches start at zero for every label value, so their series exist
+  (and a rate over them is 0, not empty) before the first event.
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ HTTP_DURATION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 RATE_LIMITED = Counter("rate_limit_exceeded_total", "Requests refused by a rate limit", ["scope"])
+RATE_LIMIT_SCOPES = ("key", "global", "ip")
+for _scope in RATE_LIMIT_SCOPES:
+    RATE_LIMITED.labels(_scope)
 KEY_USAGE = Counter("api_key_usage_total", "Authenticated requests per API key id", ["key_id"])
 
 
@@ -86,6 +92,25 @@ class LiveCollector:
             log.exception("database metrics unavailable")
             up.add_metric(["postgresql"], 0)
         yield up
+        yield from self._storage_figures()
+
+    def _storage_figures(self):
+        try:
+            st = os.statvfs(self.settings.storage_root)
+        except OSError:
+            log.exception("storage root unavailable")
+            return
+        yield GaugeMetricFamily(
+            "ffmpeg_storage_filesystem_size_bytes",
+            "Size of the filesystem holding the storage root",
+            value=st.f_blocks * st.f_frsize,
+        )
+        # What an unprivileged writer (the service) can still use, as df's "Avail".
+        yield GaugeMetricFamily(
+            "ffmpeg_storage_filesystem_avail_bytes",
+            "Space the service can still write on the filesystem holding the storage root",
+            value=st.f_bavail * st.f_frsize,
+        )
 
     def _redis_figures(self, conn):
         from rq import Worker

@@ -3,6 +3,7 @@ validation and safety of inputs."""
 
 import json
 import os
+import re
 
 import psycopg
 import pytest
@@ -197,7 +198,8 @@ def test_per_key_rate_limit_answers_429_with_retry_after(client, admin_key, sett
     assert 1 <= int(r.headers["Retry-After"]) <= 60
     assert r.json["error"]["code"] == "rate_limited"
     metrics = client.get("/metrics").data.decode()
-    assert 'rate_limit_exceeded_total{scope="key"}' in metrics
+    # The series exists from the start (at 0): the refusals must have counted.
+    assert re.search(r'^rate_limit_exceeded_total\{scope="key"\} [1-9]', metrics, re.M), metrics
 
 
 def test_global_limit_and_ddos_mode(client, admin_key, user_key, make_settings):
