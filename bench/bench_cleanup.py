@@ -25,24 +25,16 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 CLI = os.path.join(REPO, ".venv", "bin", "ffmpeg-api")
-ENV_FILE = "/etc/ffmpeg-api/ffmpeg-api.env"
+sys.path[:0] = [os.path.join(REPO, "tests"), os.path.join(REPO, "tests", "runbooks")]
 
-
-def deployed_env() -> dict:
-    env = {}
-    with open(ENV_FILE, encoding="utf-8") as fh:
-        for line in fh:
-            line = line.strip()
-            if line and not line.startswith("#") and "=" in line:
-                key, value = line.split("=", 1)
-                env[key] = value.strip().strip("'\"")
-    return env
+from runbook_helpers import service_env  # noqa: E402
 
 
 def fill(root: str, n: int) -> None:
@@ -75,7 +67,7 @@ def main() -> None:
     scratch = tempfile.mkdtemp(prefix="bench-cleanup-")
     try:
         root = os.path.join(scratch, "storage")
-        service = deployed_env()
+        service = service_env()
         env = {
             **os.environ,
             "DATABASE_URL": service["DATABASE_URL"],
