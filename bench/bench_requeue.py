@@ -35,10 +35,9 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 
 import helpers  # noqa: E402
 
-from ffmpeg_api import db as dbmod  # noqa: E402
 from ffmpeg_api.settings import Settings  # noqa: E402
 
-from servers import PostgresServer, RedisServer  # noqa: E402
+from servers import service_servers  # noqa: E402
 
 
 def insert_stuck(url: str, n: int) -> None:
@@ -94,52 +93,44 @@ def main() -> None:
     args = parser.parse_args()
 
     base = tempfile.mkdtemp(prefix="bench-requeue-")
-    os.chmod(base, 0o755)
-    pg = PostgresServer(os.path.join(base, "pg"))
-    rd = RedisServer(os.path.join(base, "redis"))
-    os.makedirs(pg.base)
-    pg.start()
-    rd.start()
     try:
-        with psycopg.connect(pg.url(), autocommit=True) as conn:
-            conn.execute("CREATE DATABASE ffmpeg_api")
-        url = pg.url("ffmpeg_api")
-        dbmod.upgrade(url)
-        storage = os.path.join(base, "storage")
-        settings = Settings(database_url=url, redis_url=rd.url(), storage_root=storage)
-
-        started = time.perf_counter()
-        insert_stuck(url, args.jobs)
-        print(f"inserted {args.jobs} stuck rows in {time.perf_counter() - started:.2f} s")
-
-        elapsed, preview = cli(settings, "jobs", "requeue-stuck", "--older-than", "1h", "--dry-run")
-        print(
-            f"dry run (check mode): {len(preview['requeued'])} would be requeued in "
-            f"{elapsed:.2f} s ({args.jobs / elapsed:,.0f} rows/s)"
-        )
-
-        elapsed, done = cli(settings, "jobs", "requeue-stuck", "--older-than", "1h")
-        print(
-            f"requeue: {len(done['requeued'])} requeued, {len(done['failed'])} failed in "
-            f"{elapsed:.2f} s ({len(done['requeued']) / elapsed:,.0f} rows/s)"
-        )
-
-        elapsed, again = cli(settings, "jobs", "requeue-stuck", "--older-than", "1h")
-        print(f"second run: changed={again['changed']} in {elapsed:.2f} s")
-
-        with psycopg.connect(url) as conn:
-            rows = conn.execute(
-                "SELECT count(*) FILTER (WHERE status = 'queued' AND retry_count = 1), count(*)"
-                " FROM jobs"
-            ).fetchone()
-        r = redis.Redis.from_url(rd.url())
-        queued = sum(r.llen(f"rq:queue:{q}") for q in ("high", "default", "low"))
-        print(f"check: {rows[0]}/{rows[1]} rows queued with retry 1; {queued} RQ jobs on queues")
+        with service_servers(base) as (_pg, rd, url):
+            run(args.jobs, base, rd, url)
     finally:
-        dbmod.close_pools()
-        rd.stop()
-        pg.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def run(jobs: int, base: str, rd, url: str) -> None:
+    storage = os.path.join(base, "storage")
+    settings = Settings(database_url=url, redis_url=rd.url(), storage_root=storage)
+
+    started = time.perf_counter()
+    insert_stuck(url, jobs)
+    print(f"inserted {jobs} stuck rows in {time.perf_counter() - started:.2f} s")
+
+    elapsed, preview = cli(settings, "jobs", "requeue-stuck", "--older-than", "1h", "--dry-run")
+    print(
+        f"dry run (check mode): {len(preview['requeued'])} would be requeued in "
+        f"{elapsed:.2f} s ({jobs / elapsed:,.0f} rows/s)"
+    )
+
+    elapsed, done = cli(settings, "jobs", "requeue-stuck", "--older-than", "1h")
+    print(
+        f"requeue: {len(done['requeued'])} requeued, {len(done['failed'])} failed in "
+        f"{elapsed:.2f} s ({len(done['requeued']) / elapsed:,.0f} rows/s)"
+    )
+
+    elapsed, again = cli(settings, "jobs", "requeue-stuck", "--older-than", "1h")
+    print(f"second run: changed={again['changed']} in {elapsed:.2f} s")
+
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT count(*) FILTER (WHERE status = 'queued' AND retry_count = 1), count(*)"
+            " FROM jobs"
+        ).fetchone()
+    r = redis.Redis.from_url(rd.url())
+    queued = sum(r.llen(f"rq:queue:{q}") for q in ("high", "default", "low"))
+    print(f"check: {rows[0]}/{rows[1]} rows queued with retry 1; {queued} RQ jobs on queues")
 
 
 if __name__ == "__main__":

@@ -21,27 +21,15 @@ from ffmpeg_api.settings import Settings
 sys.path.insert(0, os.path.dirname(__file__))
 from helpers import Proc, env_for, wait_for
 
-from servers import PostgresServer, RedisServer, free_port
+from servers import free_port, service_servers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory):
-    base = tempfile.mkdtemp(prefix="ffmpeg-api-test-")
-    os.chmod(base, 0o755)
-    pg = PostgresServer(os.path.join(base, "pg"))
-    rd = RedisServer(os.path.join(base, "redis"))
-    os.makedirs(pg.base)
-    pg.start()
-    rd.start()
-    with psycopg.connect(pg.url(), autocommit=True) as conn:
-        conn.execute("CREATE DATABASE ffmpeg_api")
-    dbmod.upgrade(pg.url("ffmpeg_api"))
-    yield {"pg": pg, "redis": rd}
-    dbmod.close_pools()
-    rd.stop()
-    pg.stop()
+    with service_servers(tempfile.mkdtemp(prefix="ffmpeg-api-test-")) as (pg, rd, _url):
+        yield {"pg": pg, "redis": rd}
 
 
 @pytest.fixture(scope="session")

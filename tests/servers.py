@@ -6,6 +6,7 @@ PostgreSQL refuses to run as root, so when the tests run as root the server runs
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -167,3 +168,30 @@ class RedisServer:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+
+
+@contextlib.contextmanager
+def service_servers(base: str):
+    """PostgreSQL and Redis under `base`, with the service's database created and migrated:
+    yields (postgres, redis, database_url); closes the service's pools and stops both after."""
+    import psycopg
+
+    from ffmpeg_api import db as dbmod
+
+    os.makedirs(base, exist_ok=True)
+    os.chmod(base, 0o755)
+    pg = PostgresServer(os.path.join(base, "pg"))
+    rd = RedisServer(os.path.join(base, "redis"))
+    os.makedirs(pg.base)
+    pg.start()
+    rd.start()
+    try:
+        with psycopg.connect(pg.url(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE ffmpeg_api")
+        url = pg.url("ffmpeg_api")
+        dbmod.upgrade(url)
+        yield pg, rd, url
+    finally:
+        dbmod.close_pools()
+        rd.stop()
+        pg.stop()
