@@ -8,7 +8,7 @@ A playbook's inputs are, by this rule (tests/unit/test_awx.py holds every survey
 2. the play-level ``vars:`` with a literal default (no ``{{ }}``) that a task of the playbook
    reads. A templated default is derived from the inventory (``health_check_lb``) unless the
    header documents it; a play var no task reads only parametrises an included task file
-   (``database_app_state``); a ``_`` prefix marks a private one;
+   (``app_processes_state``); a ``_`` prefix marks a private one;
 3. every variable the playbook reads that nothing defines: not its own vars, registers,
    set_facts or loop variables, not a role default or inventory variable of this repository,
    not an Ansible magic variable (``sev1_restore_database | default(false)``).
