@@ -38,11 +38,18 @@ DURATION_KEY_PREFIX = "ffmpeg_api:metrics:job_duration:"
 HTTP_REQUESTS = Counter(
     "http_requests_total", "HTTP requests answered", ["method", "route", "status"]
 )
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 HTTP_DURATION = Histogram(
     "http_request_duration_seconds",
-    "Time to answer an HTTP request",
+    "Time to answer an HTTP request, from when the load balancer received it "
+    "(X-Request-Start) or else from when this process did",
     ["method", "route", "status"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+    buckets=HTTP_BUCKETS,
+)
+HTTP_QUEUE = Histogram(
+    "http_request_queue_seconds",
+    "Time requests waited between the load balancer and a free API process",
+    buckets=HTTP_BUCKETS,
 )
 RATE_LIMITED = Counter("rate_limit_exceeded_total", "Requests refused by a rate limit", ["scope"])
 RATE_LIMIT_SCOPES = ("key", "global", "ip")

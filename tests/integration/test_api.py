@@ -573,3 +573,43 @@ def test_requests_survive_the_database_dropping_every_connection(client, user_ke
     assert killed >= 1
     for _ in range(3):
         assert client.get("/api/v1/jobs", headers=user_key["headers"]).status_code == 200
+
+
+def _observed(histogram, **labels) -> tuple[float, float]:
+    """(count, sum) of a histogram (of its labelled child when labels are given)."""
+    count = total = 0.0
+    for metric in histogram.collect():
+        for sample in metric.samples:
+            if any(sample.labels.get(k) != v for k, v in labels.items()):
+                continue
+            if sample.name.endswith("_count"):
+                count += sample.value
+            elif sample.name.endswith("_sum"):
+                total += sample.value
+    return count, total
+
+
+def test_latency_counts_the_wait_behind_the_load_balancer_from_trusted_proxies_only(client):
+    """A saturated API makes requests wait before a process takes them; HAProxy's
+    X-Request-Start lets the latency histogram (HighLatencyP95) see that wait."""
+    import time
+
+    from ffmpeg_api.metrics import HTTP_DURATION, HTTP_QUEUE
+
+    labels = {"method": "GET", "route": "/api/v1/health/live", "status": "200"}
+    waited = {"X-Request-Start": f"t={int((time.time() - 2.0) * 1000)}"}
+
+    q0, d0 = _observed(HTTP_QUEUE), _observed(HTTP_DURATION, **labels)
+    assert client.get("/api/v1/health/live", headers=waited).status_code == 200
+    q1, d1 = _observed(HTTP_QUEUE), _observed(HTTP_DURATION, **labels)
+    assert q1[0] == q0[0] + 1 and 1.9 < q1[1] - q0[1] < 5, (q0, q1)
+    assert d1[0] == d0[0] + 1 and d1[1] - d0[1] >= q1[1] - q0[1], (d0, d1)
+
+    # From a peer that is not a trusted proxy the header is anybody's claim: ignored.
+    r = client.get(
+        "/api/v1/health/live", headers=waited, environ_base={"REMOTE_ADDR": "203.0.113.9"}
+    )
+    assert r.status_code == 200
+    q2, d2 = _observed(HTTP_QUEUE), _observed(HTTP_DURATION, **labels)
+    assert q2[0] == q1[0] + 1 and q2[1] - q1[1] == 0, (q1, q2)
+    assert d2[1] - d1[1] < 1.0, (d1, d2)

@@ -4,7 +4,7 @@ import click
 import pytest
 
 from ffmpeg_api import ratelimit
-from ffmpeg_api.api.pipeline import client_ip
+from ffmpeg_api.api.pipeline import MAX_QUEUE_SECONDS, client_ip, queue_seconds
 from ffmpeg_api.cli import parse_duration
 from ffmpeg_api.keys import KEY_RE, generate, hash_key
 from ffmpeg_api.webhooks import is_internal, sign
@@ -22,6 +22,24 @@ def test_forwarded_for_read_from_the_right_through_trusted_proxies():
 
 def test_garbage_forwarded_for_falls_back_to_peer():
     assert client_ip("127.0.0.1", "not-an-ip", TRUSTED) == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("t=1700000000000", 2.5),  # HAProxy: t=<epoch ms>
+        ("1700000000.5", 2.0),  # seconds
+        ("t=1700000000000000", 2.5),  # microseconds
+        (" t=1700000002500 ", 0.0),  # no wait
+        ("t=1700000009000", 0.0),  # from the future (clock skew): not a negative wait
+        (f"t={(1700000002.5 - MAX_QUEUE_SECONDS - 1) * 1000:.0f}", 0.0),  # skew, not a queue
+        ("t=soon", 0.0),
+        ("", 0.0),
+        (None, 0.0),
+    ],
+)
+def test_queue_time_from_the_proxys_request_start(header, expected):
+    assert queue_seconds(header, 1700000002.5) == pytest.approx(expected, abs=1e-3)
 
 
 def test_rate_limit_verdicts():

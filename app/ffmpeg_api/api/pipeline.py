@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 from .. import control, keys, ratelimit
 from .. import db as dbmod
 from ..errors import ApiError, Forbidden, RateLimited, Unavailable
-from ..metrics import HTTP_DURATION, HTTP_REQUESTS, KEY_USAGE, RATE_LIMITED
+from ..metrics import HTTP_DURATION, HTTP_QUEUE, HTTP_REQUESTS, KEY_USAGE, RATE_LIMITED
 from ..redis_conn import get_redis
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,35 @@ def client_ip(remote_addr: str | None, forwarded_for: str | None, trusted) -> st
     return hops[0] if hops else peer
 
 
+# A queue time beyond this is a clock problem between proxy and API host, not a queue (the
+# load balancer gives up on a queued request long before: timeout queue).
+MAX_QUEUE_SECONDS = 300.0
+
+
+def queue_seconds(header: str | None, now: float) -> float:
+    """Time the request waited between the load balancer and this process, from the proxy's
+    `X-Request-Start: t=<epoch ms>` (HAProxy sets it; seconds or microseconds are accepted
+    too, as other proxies send them). 0 for a missing, malformed or future timestamp; clock
+    skew beyond MAX_QUEUE_SECONDS also counts as 0 rather than as an outage."""
+    if not header:
+        return 0.0
+    value = header.strip()
+    if value.startswith("t="):
+        value = value[2:]
+    try:
+        stamp = float(value)
+    except ValueError:
+        return 0.0
+    if stamp > 1e14:  # microseconds
+        stamp /= 1e6
+    elif stamp > 1e11:  # milliseconds
+        stamp /= 1e3
+    waited = now - stamp
+    if waited <= 0 or waited > MAX_QUEUE_SECONDS:
+        return 0.0
+    return waited
+
+
 def _in(addr: str, networks) -> bool:
     try:
         ip = ipaddress.ip_address(addr)
@@ -105,6 +134,15 @@ def init_app(app: Flask, s) -> None:
     @app.before_request
     def before():
         g.started = time.perf_counter()
+        # Latency as the client sees it: a request that waited for a free API process (all
+        # busy: the API is saturated) waited in HAProxy or in gunicorn's accept queue, which
+        # this process cannot time itself. The proxy's timestamp covers that wait.
+        g.queued = (
+            queue_seconds(request.headers.get("X-Request-Start"), time.time())
+            if _in(request.remote_addr or "", trusted)
+            else 0.0
+        )
+        g.started -= g.queued
         g.request_id = request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
         g.client_ip = client_ip(
             request.remote_addr, request.headers.get("X-Forwarded-For"), trusted
@@ -319,6 +357,8 @@ def _observe(status: int, size) -> None:
     route = request.url_rule.rule if request.url_rule else "<unmatched>"
     HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
     HTTP_DURATION.labels(request.method, route, str(status)).observe(elapsed)
+    queued = g.get("queued", 0.0)
+    HTTP_QUEUE.observe(queued)
     principal = g.get("principal")
     line = {
         "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
@@ -330,6 +370,7 @@ def _observe(status: int, size) -> None:
         "path": request.path,
         "status": status,
         "duration_ms": round(elapsed * 1000, 2),
+        "queue_ms": round(queued * 1000, 2),
         "bytes": size,
         "key_id": principal.key_id if principal else None,
         "user_id": principal.user_id if principal else None,
