@@ -399,6 +399,49 @@ class RequestLoop(threading.Thread):
             time.sleep(0.1)
 
 
+def _api_masters() -> dict[str, tuple[str, int]]:
+    """api host -> (gunicorn master PID, its worker processes)."""
+    found = {}
+    for h in ("api1", "api2"):
+        pid = in_container(
+            h, "systemctl", "show", "-p", "MainPID", "--value", "ffmpeg-api.service"
+        ).strip()
+        workers = in_container(h, "sh", "-c", f"pgrep -P {pid} | wc -l").strip()
+        found[h] = (pid, int(workers))
+    return found
+
+
+def test_scaling_the_api_signals_gunicorn_and_restarts_nothing(scaled_out, api_key):
+    """high_api_latency.yml with another worker count: the api role hands it to the running
+    gunicorn under systemd (TTIN, then TTOU back): same master PIDs, no request refused."""
+    before = _api_masters()
+    deployed = {n for _pid, n in before.values()}
+    assert len(deployed) == 1, before
+    [deployed_n] = deployed
+    loop = RequestLoop(api_key)
+    loop.start()
+    try:
+        for workers in (deployed_n + 2, deployed_n):
+            _out, _recap, elapsed = playbook(
+                INVENTORY_ALL,
+                "-e",
+                f"high_api_latency_api_workers={workers}",
+                name="high_api_latency.yml",
+            )
+            now = _api_masters()
+            assert {h: pid for h, (pid, _n) in now.items()} == {
+                h: pid for h, (pid, _n) in before.items()
+            }, "the API restarted"
+            assert {n for _pid, n in now.values()} == {workers}, now
+            TIMINGS[f"high_api_latency.yml to {workers} api workers"] = elapsed
+    finally:
+        loop.stop.set()
+        loop.join(30)
+    FIGURES["requests while scaling the API"] = f"{loop.ok} ok, {len(loop.failures)} failed"
+    assert loop.ok > 20
+    assert loop.failures == [], loop.failures[:20]
+
+
 def test_rolling_restart_of_the_api_drops_no_request(scaled_out, api_key):
     before = {
         h: in_container(h, "systemctl", "show", "-p", "MainPID", "--value", "ffmpeg-api.service")
