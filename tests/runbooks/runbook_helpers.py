@@ -156,6 +156,22 @@ def http(method: str, path: str, *, key: str | None = None, body: bytes | None =
         return status, raw
 
 
+def api_master_pid() -> int:
+    """The deployed API's gunicorn master (supervisor program ffmpeg-api); 0 when stopped."""
+    out = subprocess.run(
+        ["supervisorctl", "pid", "ffmpeg-api"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return int(out) if out.isdigit() else 0
+
+
+def gunicorn_workers(pid: int) -> int:
+    """Worker processes of a gunicorn master (its children)."""
+    if not pid:
+        return 0
+    proc = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return len(proc.stdout.split())
+
+
 def tree_digest(root: str) -> dict[str, str]:
     """path -> size:mtime_ns of every file under root (check mode must not touch any)."""
     found = {}

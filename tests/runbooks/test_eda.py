@@ -25,7 +25,17 @@ import urllib.request
 
 import pytest
 import yaml
-from runbook_helpers import REPO, ansible_env, http, playbook, redis_client, sql, wait_for
+from runbook_helpers import (
+    REPO,
+    ansible_env,
+    api_master_pid,
+    gunicorn_workers,
+    http,
+    playbook,
+    redis_client,
+    sql,
+    wait_for,
+)
 
 from servers import free_port
 
@@ -424,16 +434,7 @@ def _registered_workers() -> int:
 
 
 def _gunicorn_workers() -> int:
-    """Worker processes of the running gunicorn master (children of the supervisor program)."""
-    out = subprocess.run(
-        ["supervisorctl", "pid", "ffmpeg-api"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    if not out.isdigit() or out == "0":
-        return 0
-    children = subprocess.run(
-        ["pgrep", "-P", out, "-f", "gunicorn"], capture_output=True, text=True, check=False
-    ).stdout.split()
-    return len(children)
+    return gunicorn_workers(api_master_pid())
 
 
 def _api_workers_configured() -> int:

@@ -22,8 +22,10 @@ from runbook_helpers import (
     VENV_BIN,
     admin,
     ansible_env,
+    api_master_pid,
     assert_check_mode_changes_nothing,
     assert_second_run_changes_nothing,
+    gunicorn_workers,
     http,
     playbook,
     redis_client,
@@ -358,16 +360,6 @@ def test_horizontal_scaling_refuses_hosts_outside_the_inventory(stack):
     assert "not in the inventory" in run.out and "api9" in run.out
 
 
-def _api_master_pid() -> int:
-    out = supervisorctl("pid", "ffmpeg-api").strip()
-    return int(out) if out.isdigit() else 0
-
-
-def _gunicorn_workers(pid: int) -> int:
-    proc = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
-    return len(proc.stdout.split())
-
-
 def _env_files() -> dict:
     found = {}
     for name in ("ffmpeg-api.env", "api.env"):
@@ -377,21 +369,21 @@ def _env_files() -> dict:
 
 
 def test_high_api_latency_scales_the_api_and_raises_the_pool(stack):
-    before_files, before_pid = _env_files(), _api_master_pid()
+    before_files, before_pid = _env_files(), api_master_pid()
     assert "DATABASE_POOL_SIZE=" not in before_files["ffmpeg-api.env"]
     scale = {"high_api_latency_api_workers": 2, "high_api_latency_db_pool_size": 15}
     try:
         assert_check_mode_changes_nothing(
-            "high_api_latency.yml", lambda: (_env_files(), _api_master_pid()), extra_vars=scale
+            "high_api_latency.yml", lambda: (_env_files(), api_master_pid()), extra_vars=scale
         )
         run = playbook("high_api_latency.yml", extra_vars=scale)
         assert run.changed >= 2, run.out[-3000:]
         files = _env_files()
         assert "GUNICORN_WORKERS=2\n" in files["api.env"]
         assert "DATABASE_POOL_SIZE=15\n" in files["ffmpeg-api.env"]
-        pid = _api_master_pid()
+        pid = api_master_pid()
         assert pid and pid != before_pid
-        wait_for("two gunicorn workers", lambda: _gunicorn_workers(pid) == 2, timeout=60)
+        wait_for("two gunicorn workers", lambda: gunicorn_workers(pid) == 2, timeout=60)
         assert http("GET", "/health")[0] == 200
         assert_second_run_changes_nothing("high_api_latency.yml", extra_vars=scale)
     finally:
