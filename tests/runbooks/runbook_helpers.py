@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 import urllib.error
@@ -154,6 +155,44 @@ def http(method: str, path: str, *, key: str | None = None, body: bytes | None =
         return status, json.loads(raw)
     except ValueError:
         return status, raw
+
+
+STORAGE = "/var/lib/ffmpeg-api/storage"
+
+
+def make_input(name: str, seconds: int = 2, size: str = "320x240", rate: int = 15) -> str:
+    """A test clip in the deployed service's uploads/, owned by the service user; its path
+    relative to the storage root (what a job's input names)."""
+    path = os.path.join(STORAGE, "uploads", name)
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
+         f"testsrc2=d={seconds}:s={size}:r={rate}", "-pix_fmt", "yuv420p", path],
+        check=True,
+        timeout=120,
+    )  # fmt: skip
+    shutil.chown(path, "ffmpeg-api", "ffmpeg-api")
+    return f"uploads/{name}"
+
+
+def submit_transcodes(key: str, source: str, count: int, height: int, preset: str) -> list[str]:
+    """Submit count transcodes of source through HAProxy; their job ids."""
+    ids = []
+    for _ in range(count):
+        status, body = http(
+            "POST",
+            "/convert",
+            key=key,
+            body=json.dumps(
+                {
+                    "input": source,
+                    "output": "mp4",
+                    "operations": [{"type": "transcode", "height": height, "preset": preset}],
+                }
+            ).encode(),
+        )
+        assert status in (200, 201, 202), body
+        ids.append(body["id"])
+    return ids
 
 
 def api_master_pid() -> int:

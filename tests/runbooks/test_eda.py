@@ -27,13 +27,16 @@ import pytest
 import yaml
 from runbook_helpers import (
     REPO,
+    STORAGE,
     ansible_env,
     api_master_pid,
     gunicorn_workers,
     http,
+    make_input,
     playbook,
     redis_client,
     sql,
+    submit_transcodes,
     wait_for,
 )
 
@@ -421,7 +424,6 @@ def test_disk_space_alert_cleans_storage_on_the_alerting_host_once(alert_pipelin
 
 WORKER_CONF = "/etc/supervisor/conf.d/ffmpeg-api-worker.conf"
 API_ENV = "/etc/ffmpeg-api/api.env"
-STORAGE = "/var/lib/ffmpeg-api/storage"
 
 
 def _numprocs() -> int:
@@ -440,19 +442,6 @@ def _gunicorn_workers() -> int:
 def _api_workers_configured() -> int:
     with open(API_ENV, encoding="utf-8") as fh:
         return int(re.search(r"^GUNICORN_WORKERS=(\d+)$", fh.read(), re.M).group(1))
-
-
-def _make_clip(name: str, seconds: int) -> str:
-    """An input in the service's storage (uploads/), owned by the service user."""
-    path = os.path.join(STORAGE, "uploads", name)
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
-         f"testsrc2=d={seconds}:s=960x540:r=25", "-pix_fmt", "yuv420p", path],
-        check=True,
-        timeout=120,
-    )  # fmt: skip
-    shutil.chown(path, "ffmpeg-api", "ffmpeg-api")
-    return f"uploads/{name}"
 
 
 def _job_statuses(ids: list[str]) -> dict[str, int]:
@@ -487,26 +476,12 @@ def test_queue_backlog_alert_scales_the_workers_and_the_backlog_drains(alert_pip
     assert _numprocs() == deployed and _workers_running(), "check mode scaled the workers"
     assert not os.path.exists(alert_pipeline["incidents"]), "check mode wrote an incident"
 
-    source = _make_clip(f"backlog-{alert_pipeline['marker']}.mp4", 10)
+    source = make_input(f"backlog-{alert_pipeline['marker']}.mp4", 10, size="960x540", rate=25)
     ids: list[str] = []
     try:
         # The fault: a burst of work bigger than the deployed workers get through quickly.
         fault_at = time.monotonic()
-        for _ in range(24):
-            status, body = http(
-                "POST",
-                "/convert",
-                key=api_key["api_key"],
-                body=json.dumps(
-                    {
-                        "input": source,
-                        "output": "mp4",
-                        "operations": [{"type": "transcode", "height": 540, "preset": "medium"}],
-                    }
-                ).encode(),
-            )
-            assert status in (200, 201, 202), body
-            ids.append(body["id"])
+        ids += submit_transcodes(api_key["api_key"], source, 24, height=540, preset="medium")
         alert_pipeline["arm"]("QueueBacklog", threshold="5")
         armed_at = time.monotonic()
         marker = alert_pipeline["marker"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 
@@ -19,6 +18,7 @@ from runbook_helpers import (
     ADMIN,
     INVENTORY,
     REPO,
+    STORAGE,
     VENV_BIN,
     admin,
     ansible_env,
@@ -27,14 +27,15 @@ from runbook_helpers import (
     assert_second_run_changes_nothing,
     gunicorn_workers,
     http,
+    make_input,
     playbook,
     redis_client,
     rows_digest,
     sql,
+    submit_transcodes,
     wait_for,
 )
 
-STORAGE = "/var/lib/ffmpeg-api/storage"
 WORKERS = "ffmpeg-api-worker:"
 MAINTENANCE_KEY = "ffmpeg_api:maintenance"
 
@@ -94,29 +95,6 @@ def test_health_check_refuses_a_bad_mode(stack):
 # --- stuck jobs -------------------------------------------------------------------------
 
 
-def _make_input(name: str) -> str:
-    path = os.path.join(STORAGE, "uploads", name)
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=d=2:s=320x240:r=15",
-            "-pix_fmt",
-            "yuv420p",
-            path,
-        ],
-        check=True,
-        timeout=60,
-    )
-    shutil.chown(path, "ffmpeg-api", "ffmpeg-api")
-    return f"uploads/{name}"
-
-
 def _job_state(ids: list[str]) -> list[tuple]:
     return sql(
         "SELECT id::text, status, retry_count, rq_job_id, worker_id, heartbeat_at, updated_at"
@@ -127,23 +105,8 @@ def _job_state(ids: list[str]) -> list[tuple]:
 
 def test_stuck_jobs_two_hours_old_are_requeued_and_complete(workers_stopped, api_key):
     name = f"stuck-{os.getpid()}-{time.monotonic_ns()}.mp4"
-    source = _make_input(name)
-    ids = []
-    for _ in range(2):
-        status, body = http(
-            "POST",
-            "/convert",
-            key=api_key["api_key"],
-            body=json.dumps(
-                {
-                    "input": source,
-                    "output": "mp4",
-                    "operations": [{"type": "transcode", "height": 120, "preset": "ultrafast"}],
-                }
-            ).encode(),
-        )
-        assert status in (200, 201, 202), body
-        ids.append(body["id"])
+    source = make_input(name)
+    ids = submit_transcodes(api_key["api_key"], source, 2, height=120, preset="ultrafast")
     # The fault: a worker took them two hours ago and died (its name is registered nowhere);
     # their RQ entries went with it.
     sql(
