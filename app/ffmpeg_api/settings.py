@@ -105,7 +105,7 @@ class Settings:
     trusted_proxies: tuple = _setting(
         "TRUSTED_PROXIES",
         ("127.0.0.1/32", "::1/128"),
-        "Comma-separated CIDRs whose X-Forwarded-For and X-Request-Start (queue time) are believed.",
+        "Comma-separated CIDRs whose X-Forwarded-For and X-Request-Start are believed.",
     )
     webhook_secret: str = _setting(
         "WEBHOOK_SECRET", "", "HMAC-SHA256 key signing webhook bodies (required to send webhooks)."
