@@ -195,6 +195,11 @@ def submit_transcodes(key: str, source: str, count: int, height: int, preset: st
     return ids
 
 
+def workers_registered() -> list[str]:
+    """Names of the RQ workers registered in the deployed Redis."""
+    return sorted(n.removeprefix("rq:worker:") for n in redis_client().smembers("rq:workers") or [])
+
+
 def api_master_pid() -> int:
     """The deployed API's gunicorn master (supervisor program ffmpeg-api); 0 when stopped."""
     out = subprocess.run(

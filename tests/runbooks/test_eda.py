@@ -34,10 +34,10 @@ from runbook_helpers import (
     http,
     make_input,
     playbook,
-    redis_client,
     sql,
     submit_transcodes,
     wait_for,
+    workers_registered,
 )
 
 from servers import free_port
@@ -431,10 +431,6 @@ def _numprocs() -> int:
         return int(re.search(r"^numprocs=(\d+)$", fh.read(), re.M).group(1))
 
 
-def _registered_workers() -> int:
-    return len(redis_client().smembers("rq:workers") or [])
-
-
 def _gunicorn_workers() -> int:
     return gunicorn_workers(api_master_pid())
 
@@ -496,7 +492,7 @@ def test_queue_backlog_alert_scales_the_workers_and_the_backlog_drains(alert_pip
                 _numprocs() == SCALED_WORKERS
                 and len(_workers()) == SCALED_WORKERS
                 and _workers_running()
-                and _registered_workers() == SCALED_WORKERS
+                and len(workers_registered()) == SCALED_WORKERS
             ),
             timeout=240,
         )

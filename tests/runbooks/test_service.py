@@ -34,6 +34,7 @@ from runbook_helpers import (
     sql,
     submit_transcodes,
     wait_for,
+    workers_registered,
 )
 
 WORKERS = "ffmpeg-api-worker:"
@@ -43,10 +44,6 @@ MAINTENANCE_KEY = "ffmpeg_api:maintenance"
 def supervisorctl(*args: str) -> str:
     proc = subprocess.run(["supervisorctl", *args], capture_output=True, text=True, timeout=120)
     return proc.stdout + proc.stderr
-
-
-def workers_registered() -> list[str]:
-    return sorted(n.removeprefix("rq:worker:") for n in redis_client().smembers("rq:workers") or [])
 
 
 def start_workers() -> None:
