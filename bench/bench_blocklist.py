@@ -20,7 +20,9 @@ import argparse
 import ipaddress
 import json
 import os
+import shutil
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -97,6 +99,14 @@ def main() -> None:
     parser.add_argument("--addresses", type=int, default=10_000)
     parser.add_argument("--iptables", type=int, default=10_000)
     args = parser.parse_args()
+    # A fresh machine may have neither firewall tool: say what is missing and stop cleanly
+    # rather than crash half-way; without iptables only the baseline is left out.
+    if shutil.which("nft") is None:
+        print("skipped: bench_blocklist needs nftables (apt-get install nftables)")
+        sys.exit(0)
+    if shutil.which("iptables") is None:
+        print("iptables baseline skipped: iptables is not installed (apt-get install iptables)")
+        args.iptables = 0
     addrs = addresses(args.addresses)
     nft_ns, ipt_ns = f"bnft{os.getpid()}", f"bipt{os.getpid()}"
     for ns in (nft_ns, ipt_ns):
@@ -111,7 +121,15 @@ def main() -> None:
         assert res["changed"] and set_size(nft_ns) == 0
         t_noop, _ = module_run(nft_ns, [], "present")
 
+        n = len(addrs)
+        print(f"addresses: {n:,}")
+        print(f"module, empty run (Ansible start-up) : {t_noop:7.2f} s")
+        print(f"module, block all in one batch       : {t_add:7.2f} s")
+        print(f"module, second run (no change)       : {t_again:7.2f} s")
+        print(f"module, unblock all in one batch     : {t_remove:7.2f} s")
         n_ipt = min(args.iptables, len(addrs))
+        if n_ipt == 0:
+            return
         started = time.perf_counter()
         for ip in addrs[:n_ipt]:
             subprocess.run(
@@ -127,12 +145,6 @@ def main() -> None:
         ).stdout.count("-j DROP")
         assert rules == n_ipt, rules
 
-        n = len(addrs)
-        print(f"addresses: {n:,}")
-        print(f"module, empty run (Ansible start-up) : {t_noop:7.2f} s")
-        print(f"module, block all in one batch       : {t_add:7.2f} s")
-        print(f"module, second run (no change)       : {t_again:7.2f} s")
-        print(f"module, unblock all in one batch     : {t_remove:7.2f} s")
         per_ip = t_ipt / n_ipt
         print(
             f"iptables -A per IP, {n_ipt:,} rules      : {t_ipt:7.2f} s"

@@ -13,14 +13,17 @@ ones that must survive), then times:
      command, which knows nothing about running jobs)
 
 The CLI reads the jobs table to know which jobs are running, so it needs a database: it uses
-the deployed stack's DATABASE_URL/REDIS_URL from /etc/ffmpeg-api/ffmpeg-api.env (read only;
-the stack's own storage root is never touched). Prints figures, asserts nothing but outcomes.
+the deployed stack's DATABASE_URL/REDIS_URL from /etc/ffmpeg-api/ffmpeg-api.env when this
+machine has one (read only; the stack's own storage root is never touched), and otherwise starts
+its own PostgreSQL and Redis from the Debian binaries, as the tests do. Prints figures,
+asserts nothing but outcomes.
 Usage: .venv/bin/python bench/bench_cleanup.py [--files 100000]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -34,7 +37,20 @@ REPO = os.path.dirname(HERE)
 CLI = os.path.join(REPO, ".venv", "bin", "ffmpeg-api")
 sys.path[:0] = [os.path.join(REPO, "tests"), os.path.join(REPO, "tests", "runbooks")]
 
-from runbook_helpers import service_env  # noqa: E402
+from runbook_helpers import ENV_FILE, service_env  # noqa: E402
+
+from servers import service_servers  # noqa: E402
+
+
+@contextlib.contextmanager
+def database_env(scratch: str):
+    """DATABASE_URL and REDIS_URL: the deployed stack's, or servers of the benchmark's own."""
+    if os.path.exists(ENV_FILE):
+        service = service_env()
+        yield {"DATABASE_URL": service["DATABASE_URL"], "REDIS_URL": service["REDIS_URL"]}
+        return
+    with service_servers(os.path.join(scratch, "servers")) as (_pg, rd, url):
+        yield {"DATABASE_URL": url, "REDIS_URL": rd.url()}
 
 
 def fill(root: str, n: int) -> None:
@@ -65,48 +81,43 @@ def main() -> None:
     args = parser.parse_args()
     n = args.files
     scratch = tempfile.mkdtemp(prefix="bench-cleanup-")
+    os.chmod(scratch, 0o755)  # PostgreSQL runs as its own user and must reach its data below
     try:
-        root = os.path.join(scratch, "storage")
-        service = service_env()
-        env = {
-            **os.environ,
-            "DATABASE_URL": service["DATABASE_URL"],
-            "REDIS_URL": service["REDIS_URL"],
-            "STORAGE_ROOT": root,
-        }
-        started = time.perf_counter()
-        fill(root, n)
-        print(f"filled {n:,} old temp files (+100 fresh) in {time.perf_counter() - started:.1f} s")
-
-        cmd = [CLI, "storage", "cleanup", "--tmp-older-than", "1d", "--json"]
-        t_preview, out = timed([*cmd, "--dry-run"], env)
-        would = len(json.loads(out)["removed_tmp"])
-        t_clean, out = timed(cmd, env)
-        removed = len(json.loads(out)["removed_tmp"])
-        t_again, out = timed(cmd, env)
-        assert json.loads(out)["changed"] is False
-        left = len(os.listdir(os.path.join(root, "tmp")))
-        assert would == removed == n and left == 100, (would, removed, left)
-
-        shutil.rmtree(root)
-        fill(root, n)
-        t_find, _ = timed(
-            ["find", os.path.join(root, "tmp"), "-type", "f", "-mtime", "+1", "-delete"]
-        )
-        assert len(os.listdir(os.path.join(root, "tmp"))) == 100
-
-        print(f"service cleanup, check-mode preview : {t_preview:7.2f} s  ({would:,} entries)")
-        print(
-            f"service cleanup                     : {t_clean:7.2f} s  ({removed:,} removed, "
-            f"{n / t_clean:,.0f} files/s)"
-        )
-        print(f"service cleanup, second run         : {t_again:7.2f} s  (nothing to remove)")
-        print(
-            f"find -mtime +1 -delete               : {t_find:7.2f} s  ({n / t_find:,.0f} files/s)"
-        )
-        print(f"ratio service / find                 : {t_clean / t_find:7.1f} x")
+        with database_env(scratch) as database:
+            run(os.path.join(scratch, "storage"), n, {**os.environ, **database})
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def run(root: str, n: int, env: dict) -> None:
+    env = {**env, "STORAGE_ROOT": root}
+    started = time.perf_counter()
+    fill(root, n)
+    print(f"filled {n:,} old temp files (+100 fresh) in {time.perf_counter() - started:.1f} s")
+
+    cmd = [CLI, "storage", "cleanup", "--tmp-older-than", "1d", "--json"]
+    t_preview, out = timed([*cmd, "--dry-run"], env)
+    would = len(json.loads(out)["removed_tmp"])
+    t_clean, out = timed(cmd, env)
+    removed = len(json.loads(out)["removed_tmp"])
+    t_again, out = timed(cmd, env)
+    assert json.loads(out)["changed"] is False
+    left = len(os.listdir(os.path.join(root, "tmp")))
+    assert would == removed == n and left == 100, (would, removed, left)
+
+    shutil.rmtree(root)
+    fill(root, n)
+    t_find, _ = timed(["find", os.path.join(root, "tmp"), "-type", "f", "-mtime", "+1", "-delete"])
+    assert len(os.listdir(os.path.join(root, "tmp"))) == 100
+
+    print(f"service cleanup, check-mode preview : {t_preview:7.2f} s  ({would:,} entries)")
+    print(
+        f"service cleanup                     : {t_clean:7.2f} s  ({removed:,} removed, "
+        f"{n / t_clean:,.0f} files/s)"
+    )
+    print(f"service cleanup, second run         : {t_again:7.2f} s  (nothing to remove)")
+    print(f"find -mtime +1 -delete               : {t_find:7.2f} s  ({n / t_find:,.0f} files/s)")
+    print(f"ratio service / find                 : {t_clean / t_find:7.1f} x")
 
 
 if __name__ == "__main__":

@@ -409,7 +409,19 @@ def test_collection_requirements_cover_what_the_runbooks_use():
 def test_ansible_builder_creates_the_build_context(tmp_path):
     context = tmp_path / "context"
     run = subprocess.run(
-        [_tool("ansible-builder"), "create", "-f", str(EE_FILE), "-c", str(context)],
+        # The file's name otherwise follows whichever container client is installed
+        # (Dockerfile where only a docker binary exists): name it, so the test is the same
+        # on every machine.
+        [
+            _tool("ansible-builder"),
+            "create",
+            "-f",
+            str(EE_FILE),
+            "-c",
+            str(context),
+            "--output-filename",
+            "Containerfile",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
