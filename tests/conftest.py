@@ -62,7 +62,7 @@ def base_settings(servers, storage_root):
 def settings(base_settings):
     """Clean state for every test: empty tables, empty Redis."""
     with psycopg.connect(base_settings.database_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE jobs, api_keys")
+        conn.execute("TRUNCATE jobs, uploads, api_keys")
     import redis
 
     redis.Redis.from_url(base_settings.redis_url).flushdb()
@@ -116,8 +116,22 @@ def admin_key(settings):
     return _make_key(settings, admin=True, user="ops", name="ops-admin")
 
 
+@pytest.fixture
+def clips(clip_files, settings):
+    """The session's clips, recorded as uploads of user "alice" (the user of `user_key` and of
+    `make_key()`): a path is usable only by its owner or an admin key."""
+    with dbmod.connect(settings.database_url) as conn:
+        for path in clip_files.values():
+            conn.execute(
+                "INSERT INTO uploads (path, user_id, size, sha256) VALUES (%s, 'alice', %s, '')",
+                (path, os.path.getsize(os.path.join(settings.storage_root, path))),
+            )
+        conn.commit()
+    return clip_files
+
+
 @pytest.fixture(scope="session")
-def clips(storage_root):
+def clip_files(storage_root):
     """Small generated media under the storage root (lavfi), shared by the session."""
     out = os.path.join(storage_root, "uploads", "clips")
     os.makedirs(out, exist_ok=True)

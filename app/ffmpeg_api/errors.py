@@ -79,3 +79,16 @@ class Unavailable(ApiError):
 class GpuUnavailable(ApiError):
     status = 422
     code = "gpu_unavailable"
+
+
+class InsufficientStorage(ApiError):
+    """The storage root would fall below its free-space reserve."""
+
+    status = 507
+    code = "insufficient_storage"
+
+
+class StorageQuotaExceeded(InsufficientStorage):
+    """The user's stored bytes would exceed their quota."""
+
+    code = "storage_quota_exceeded"

@@ -22,7 +22,7 @@ import psycopg
 import redis
 from psycopg.types.json import Jsonb
 
-from . import queues, storage
+from . import ownership, queues, quotas, storage
 from .errors import Conflict, GpuUnavailable, NotFound, ValidationError
 from .keys import Principal
 from .media import plan as media_plan
@@ -80,13 +80,27 @@ def public(row: dict) -> dict:
     return out
 
 
-def step_timeout(settings: Settings, duration: float | None) -> float:
-    """Timeouts scale with the input: a 2-hour film gets far longer than a 5-second clip."""
-    return settings.job_timeout_base + settings.job_timeout_factor * float(duration or 0)
+def step_timeout(settings: Settings, step: media_plan.Step) -> float:
+    """Timeouts scale with the work planned: the step's duration (after trim) weighted by the
+    pixels it encodes and decodes per second against 1080p30 (`Step.work`), so a 240p output,
+    a trimmed window or a thumbnail does not get what the input's claimed duration would."""
+    return settings.job_timeout_base + settings.job_timeout_factor * step.work
 
 
-def job_timeout(settings: Settings, duration: float | None, n_operations: int) -> float:
-    return step_timeout(settings, duration) * max(1, n_operations)
+def planned_timeout(settings: Settings, steps) -> float:
+    """The whole job's time limit: the sum of its steps' limits."""
+    return sum(step_timeout(settings, step) for step in steps) or settings.job_timeout_base
+
+
+def job_timeout(settings: Settings, row: dict) -> float:
+    """The time limit RQ enforces on a job row (or a submission spec): the one planned at
+    submission; rows planned before it was stored get the old duration-scaled limit."""
+    if row.get("timeout_seconds"):
+        return float(row["timeout_seconds"])
+    per_step = settings.job_timeout_base + settings.job_timeout_factor * float(
+        row.get("input_duration") or 0
+    )
+    return per_step * max(1, len(row.get("operations") or ()))
 
 
 def parse_uuid(job_id: str) -> str:
@@ -99,7 +113,34 @@ def parse_uuid(job_id: str) -> str:
 # --- submission -------------------------------------------------------------------------
 
 
-def validate_submission(payload, settings: Settings, redis_conn: redis.Redis | None) -> dict:
+def usable_file(
+    conn: psycopg.Connection,
+    settings: Settings,
+    requester: ownership.Requester,
+    client_path,
+    *,
+    field: str,
+) -> str:
+    """The real path of a file the requester may read, or a 422 naming `field`.
+
+    A path owned by someone else is answered exactly like a missing one, and before it is
+    probed, so nothing tells a client whether another user's file exists.
+    """
+    real = storage.resolve(settings.storage_root, client_path)
+    relpath = storage.relative(settings.storage_root, real)
+    if not (ownership.may_use(conn, relpath, requester) and storage.is_regular_file(real)):
+        what = field.rsplit(".", 1)[-1]
+        raise ValidationError(f"{what} does not name an existing file", field=field)
+    return real
+
+
+def validate_submission(
+    payload,
+    settings: Settings,
+    redis_conn: redis.Redis | None,
+    conn: psycopg.Connection,
+    principal: Principal | None,
+) -> dict:
     """Check a client's request completely before anything is stored or queued."""
     if not isinstance(payload, dict):
         raise ValidationError("the request body must be a JSON object")
@@ -126,10 +167,11 @@ def validate_submission(payload, settings: Settings, redis_conn: redis.Redis | N
         output_format, operations, max_output_pixels=settings.max_output_pixels
     )
 
-    input_path = storage.resolve(settings.storage_root, payload["input"])
-    if not storage.is_regular_file(input_path):
-        raise ValidationError("input does not name an existing file", field="input")
-    info = media_probe.probe(input_path, ffprobe_bin=settings.ffprobe_bin)
+    requester = ownership.Requester.of(principal)
+    input_path = usable_file(conn, settings, requester, payload["input"], field="input")
+    info = media_probe.probe(
+        input_path, ffprobe_bin=settings.ffprobe_bin, max_pixels=settings.max_input_pixels
+    )
     media_probe.check_limits(
         info, max_duration=settings.max_input_duration, max_pixels=settings.max_input_pixels
     )
@@ -139,18 +181,18 @@ def validate_submission(payload, settings: Settings, redis_conn: redis.Redis | N
     for i, op in enumerate(ops):
         d = op.to_dict()
         if d.get("type") == "analyze" and d.get("reference"):
-            reference = storage.resolve(settings.storage_root, d["reference"])
-            if not storage.is_regular_file(reference):
-                raise ValidationError(
-                    "reference does not name an existing file", field=f"operations[{i}].reference"
-                )
-            media_probe.probe(reference, ffprobe_bin=settings.ffprobe_bin)
+            reference = usable_file(
+                conn, settings, requester, d["reference"], field=f"operations[{i}].reference"
+            )
+            media_probe.probe(
+                reference, ffprobe_bin=settings.ffprobe_bin, max_pixels=settings.max_input_pixels
+            )
             d["reference"] = storage.relative(settings.storage_root, reference)
         op_dicts.append(d)
     # Planning runs nothing, and catches at submission what only the probed input reveals
     # (a trim past the end, thumbnails of an audio file, an output too large for the limits),
     # so those are a 422 now rather than a failed job later.
-    media_plan.build_plan(
+    steps = media_plan.build_plan(
         input_path=input_path,
         info=info,
         operations=ops,
@@ -158,6 +200,8 @@ def validate_submission(payload, settings: Settings, redis_conn: redis.Redis | N
         work_dir=os.path.join(settings.tmp_dir, "plan-check"),
         reference_path=reference,
         max_output_pixels=settings.max_output_pixels,
+        max_output_pixel_rate=settings.max_output_pixel_rate,
+        max_input_pixels=settings.max_input_pixels,
     )
 
     if hardware == "gpu" and (redis_conn is None or not gpu_capacity(redis_conn)):
@@ -186,6 +230,8 @@ def validate_submission(payload, settings: Settings, redis_conn: redis.Redis | N
         "output_format": output_format,
         "operations": op_dicts,
         "webhook_url": webhook_url,
+        "output_seconds": media_plan.output_seconds(steps),
+        "timeout_seconds": planned_timeout(settings, steps),
     }
 
 
@@ -214,11 +260,32 @@ def create(
     job_id = str(uuid.uuid4())
     attempt = 0
     rq_id = queues.rq_job_id(job_id, attempt)
-    row = conn.execute(
+    # The quotas count and the insert share one transaction and the user's advisory lock, so
+    # concurrent submissions of one user cannot all see room for the last job.
+    with conn.transaction():
+        quotas.admit(conn, settings, principal, spec["output_seconds"])
+        row = _insert(conn, spec, principal, job_id, rq_id)
+    conn.commit()
+    try:
+        queues.enqueue(
+            redis_conn,
+            queue=spec["queue"],
+            job_id=job_id,
+            attempt=attempt,
+            timeout=job_timeout(settings, spec),
+        )
+    except redis.RedisError:
+        log.exception("job %s stored but not enqueued; reconcile will enqueue it", job_id)
+    return row
+
+
+def _insert(conn, spec: dict, principal: Principal | None, job_id: str, rq_id: str) -> dict:
+    return conn.execute(
         "INSERT INTO jobs (id, status, priority, hardware, queue, input_path, input_duration,"
         " output_format, operations, webhook_url, api_key_id, api_key_hash, user_id, rq_job_id,"
-        " input_info)"
-        " VALUES (%s, 'queued', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
+        " input_info, output_seconds, timeout_seconds)"
+        " VALUES (%s, 'queued', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " RETURNING *",
         (
             job_id,
             spec["priority"],
@@ -234,20 +301,10 @@ def create(
             principal.user_id if principal else None,
             rq_id,
             Jsonb(spec["input_info"]),
+            spec.get("output_seconds"),
+            spec.get("timeout_seconds"),
         ),
     ).fetchone()
-    conn.commit()
-    try:
-        queues.enqueue(
-            redis_conn,
-            queue=spec["queue"],
-            job_id=job_id,
-            attempt=attempt,
-            timeout=job_timeout(settings, spec["input_duration"], len(spec["operations"])),
-        )
-    except redis.RedisError:
-        log.exception("job %s stored but not enqueued; reconcile will enqueue it", job_id)
-    return row
 
 
 # --- reading ----------------------------------------------------------------------------
@@ -467,7 +524,7 @@ def _requeue_or_fail(
         queue=row["queue"],
         job_id=str(row["id"]),
         attempt=attempt,
-        timeout=job_timeout(settings, row["input_duration"], len(row["operations"])),
+        timeout=job_timeout(settings, row),
         at_front=True,
     )
     return "requeued"
@@ -483,7 +540,8 @@ def reconcile(
 ) -> dict:
     """Put every queued job that Redis does not know about back on its queue."""
     rows = conn.execute(
-        "SELECT id, queue, rq_job_id, retry_count, input_duration, operations FROM jobs"
+        "SELECT id, queue, rq_job_id, retry_count, input_duration, operations, timeout_seconds"
+        " FROM jobs"
         " WHERE status = 'queued' AND updated_at < now() - make_interval(secs => %s)"
         " ORDER BY created_at",
         (min_age_seconds,),
@@ -498,7 +556,7 @@ def reconcile(
                 queue=r["queue"],
                 job_id=str(r["id"]),
                 attempt=r["retry_count"],
-                timeout=job_timeout(settings, r["input_duration"], len(r["operations"])),
+                timeout=job_timeout(settings, r),
             )
             if r["rq_job_id"] != queues.rq_job_id(str(r["id"]), r["retry_count"]):
                 conn.execute(

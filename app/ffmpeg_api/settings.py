@@ -58,6 +58,17 @@ class Settings:
     max_upload_bytes: int = _setting(
         "MAX_UPLOAD_BYTES", 2 * 1024**3, "Largest accepted upload; larger answers 413."
     )
+    storage_quota_bytes_per_user: int = _setting(
+        "STORAGE_QUOTA_BYTES_PER_USER",
+        0,
+        "Bytes a user may keep stored (uploads plus outputs on disk); over it uploads get 507."
+        " 0 = unlimited.",
+    )
+    storage_free_reserve_bytes: int = _setting(
+        "STORAGE_FREE_RESERVE_BYTES",
+        1024**3,
+        "Free space the storage root keeps: an upload that would leave less answers 507.",
+    )
     max_input_duration: float = _setting(
         "MAX_INPUT_DURATION", 4 * 3600.0, "Longest accepted input, in seconds."
     )
@@ -67,13 +78,37 @@ class Settings:
     max_output_pixels: int = _setting(
         "MAX_OUTPUT_PIXELS", 4096 * 2160, "Largest output frame a job may request."
     )
+    max_output_pixel_rate: int = _setting(
+        "MAX_OUTPUT_PIXEL_RATE",
+        4096 * 2160 * 60,
+        "Largest width x height x fps of each video output (the input's fps unless set);"
+        " 0 = unlimited.",
+    )
+    max_active_jobs_per_key: int = _setting(
+        "MAX_ACTIVE_JOBS_PER_KEY",
+        0,
+        "Queued plus processing jobs one API key may have; more answers 429. 0 = unlimited.",
+    )
+    max_active_jobs_per_user: int = _setting(
+        "MAX_ACTIVE_JOBS_PER_USER",
+        50,
+        "Queued plus processing jobs one user (all keys) may have; more answers 429."
+        " 0 = unlimited.",
+    )
+    output_seconds_per_day: float = _setting(
+        "OUTPUT_SECONDS_PER_DAY",
+        86400.0,
+        "Encoded output-seconds one user may submit per rolling 24 h; over it answers 429."
+        " 0 = unlimited.",
+    )
     job_timeout_base: float = _setting(
-        "JOB_TIMEOUT_BASE", 60.0, "Seconds every job step gets before its duration-scaled share."
+        "JOB_TIMEOUT_BASE", 60.0, "Seconds every job step gets before its work-scaled share."
     )
     job_timeout_factor: float = _setting(
         "JOB_TIMEOUT_FACTOR",
         10.0,
-        "Seconds of processing allowed per second of input, per step, on top of the base.",
+        "Seconds allowed per planned second of 1080p30-equivalent work, per step, on top of"
+        " the base.",
     )
     job_max_retries: int = _setting(
         "JOB_MAX_RETRIES", 3, "Times a job lost with its worker is requeued before it fails."

@@ -63,11 +63,12 @@ class StoredFile:
     sha256: str
 
 
-def save_stream(root: str, name: str, stream, max_bytes: int) -> StoredFile:
+def save_stream(root: str, name: str, stream, max_bytes: int, budget=None) -> StoredFile:
     """Copy a stream into uploads/ chunk by chunk, hashing as it goes.
 
     Written to tmp/ first and renamed into place, so a failed or oversized upload leaves nothing
-    behind.
+    behind. `budget(size_so_far, chunk_length)`, when given, is called before each chunk is
+    written and raises to stop the upload (storage quota, free-space reserve).
     """
     ensure_layout(root)
     name = safe_name(name)
@@ -83,6 +84,8 @@ def save_stream(root: str, name: str, stream, max_bytes: int) -> StoredFile:
                 size += len(chunk)
                 if size > max_bytes:
                     raise PayloadTooLarge(f"upload exceeds the limit of {max_bytes} bytes")
+                if budget is not None:
+                    budget(size, len(chunk))
                 digest.update(chunk)
                 out.write(chunk)
         if size == 0:

@@ -18,7 +18,7 @@ import time
 import redis
 from rq import Queue, Worker, get_current_job
 
-from . import db, jobs, metrics, queues, storage, webhooks
+from . import db, jobs, metrics, ownership, queues, storage, webhooks
 from .media import gpu as media_gpu
 from .media import plan as media_plan
 from .media import probe as media_probe
@@ -181,13 +181,21 @@ def execute(
     shutil.rmtree(work_dir, ignore_errors=True)
     os.makedirs(work_dir)
     input_path = storage.resolve(settings.storage_root, row["input_path"])
-    info = known_input(row, input_path) or media_probe.probe(
-        input_path, ffprobe_bin=settings.ffprobe_bin
-    )
     reference = None
     for op in row["operations"]:
         if op.get("type") == "analyze" and op.get("reference"):
             reference = storage.resolve(settings.storage_root, op["reference"])
+    # Checked again here, on the real paths, so that a row or a link changed after submission
+    # cannot make the job read a file its submitter may not.
+    requester = ownership.job_requester(run.conn, row)
+    for what, path in (("input", input_path), ("reference", reference)):
+        if path is not None:
+            ownership.require_usable(
+                run.conn, storage.relative(settings.storage_root, path), requester, what
+            )
+    info = known_input(row, input_path) or media_probe.probe(
+        input_path, ffprobe_bin=settings.ffprobe_bin, max_pixels=settings.max_input_pixels
+    )
     from .media import spec as media_spec
 
     operations = media_spec.parse_request(
@@ -206,12 +214,14 @@ def execute(
         gpu_device=settings.gpu_device,
         gpu_encoders=gpu_encoders or None,
         max_output_pixels=settings.max_output_pixels,
+        max_output_pixel_rate=settings.max_output_pixel_rate,
+        max_input_pixels=settings.max_input_pixels,
     )
     outcome = media_runner.run_plan(
         steps,
         on_progress=run.on_progress,
         should_cancel=run.should_cancel,
-        timeout=jobs.step_timeout(settings, info.duration),
+        timeout=lambda step: jobs.step_timeout(settings, step),
         ffprobe_bin=settings.ffprobe_bin,
     )
     run.logs = outcome.stderr_tail

@@ -29,7 +29,7 @@ def view(row: dict) -> dict:
 def convert():
     s = settings()
     body = json_body()
-    spec = jobs.validate_submission(body, s, redis_conn())
+    spec = jobs.validate_submission(body, s, redis_conn(), db(), g.principal)
     row = jobs.create(db(), redis_conn(), s, spec, g.principal)
     response = jsonify(view(row))
     response.status_code = 202
