@@ -293,6 +293,7 @@ def test_analyze_steps():
         "metrics": [],
         "input_path": INPUT,
         "reference_path": None,
+        "max_input_pixels": 0,
     }
     ops = [{"type": "analyze", "reference": "whatever", "metrics": ["ssim", "psnr"]}]
     (step,) = build("mp4", ops, reference_path="/srv/ref.mkv")

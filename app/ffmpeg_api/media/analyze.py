@@ -119,12 +119,23 @@ def run_analysis(
     details = step.analyze or {}
     analysis: dict[str, Any] = {}
     result = StepResult(0, "", 0.0)
+    guard = int(details.get("max_input_pixels") or 0)
     if details.get("metadata", True):
-        info = probe(details["input_path"], ffprobe_bin=ffprobe_bin, timeout=min(timeout, 60))
+        info = probe(
+            details["input_path"],
+            ffprobe_bin=ffprobe_bin,
+            timeout=min(timeout, 60),
+            max_pixels=guard,
+        )
         analysis["metadata"] = metadata_from_info(info)
     metrics = details.get("metrics") or []
     if metrics:
-        ref = probe(details["reference_path"], ffprobe_bin=ffprobe_bin, timeout=min(timeout, 60))
+        ref = probe(
+            details["reference_path"],
+            ffprobe_bin=ffprobe_bin,
+            timeout=min(timeout, 60),
+            max_pixels=guard,
+        )
         if not ref.has_video:
             from ffmpeg_api.errors import InputRejected
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ffmpeg_api.errors import InputRejected, ValidationError
 from ffmpeg_api.media import spec
-from ffmpeg_api.media.probe import MediaInfo, file_url, whitelist_args
+from ffmpeg_api.media.probe import MediaInfo, decoder_guard_args, file_url, whitelist_args
 
 #: Output options common to every ffmpeg command (after the binary).
 COMMON_ARGS = ["-hide_banner", "-nostdin", "-y", "-nostats", "-progress", "pipe:1"]
@@ -37,6 +37,19 @@ _NVENC_PRESETS = {
 DEFAULT_CRF = {"h264": 23, "h265": 28, "vp9": 31, "av1": 35}
 DEFAULT_PRESET = {"h264": "medium", "h265": "medium", "vp9": "good", "av1": "8"}
 
+# What a step costs, in "reference seconds": seconds of 1080p30 video encoded. Job timeouts
+# are counted in them (jobs.step_timeout), so a 240p output, a trimmed window or a thumbnail
+# gets the time its own work needs, not the input's claimed duration.
+REFERENCE_PIXEL_RATE = 1920 * 1080 * 30
+#: A decoded pixel costs about an eighth of an encoded one (x264 medium vs. h264 decoding).
+DECODE_SHARE = 1 / 8
+#: One second of audio encoded, against one second of 1080p30 video.
+AUDIO_WEIGHT = 0.02
+#: Muxing, demuxing and seeking: no step's second weighs less than this.
+MIN_WEIGHT = 0.01
+#: Frame rate assumed for a video stream whose rate the probe could not read.
+ASSUMED_FPS = 30.0
+
 
 @dataclass
 class Step:
@@ -48,11 +61,41 @@ class Step:
     weight: float | None = None  # relative share of the job's progress (default: duration)
     work_dir: str = ""
     analyze: dict | None = None  # analyze steps: {"metadata", "metrics", "input_path", ...}
+    encoded_outputs: int = 0  # outputs this step encodes for `duration` (HLS: one per rung)
+    pixel_rate: float = 0.0  # pixels per second encoded (or compared), all outputs together
+    decoded_pixel_rate: float = 0.0  # pixels per second of input decoded
+    audio: bool = False  # encodes an audio stream
 
     @property
     def progress_weight(self) -> float:
         w = self.duration if self.weight is None else self.weight
         return max(float(w or 0.0), 0.05)
+
+    @property
+    def work(self) -> float:
+        """What this step costs, in seconds of 1080p30 video encoded (`REFERENCE_PIXEL_RATE`)."""
+        rate = (self.pixel_rate + DECODE_SHARE * self.decoded_pixel_rate) / REFERENCE_PIXEL_RATE
+        weight = max(MIN_WEIGHT, rate + (AUDIO_WEIGHT if self.audio else 0.0))
+        return max(0.0, float(self.duration or 0.0)) * weight
+
+    @property
+    def output_seconds(self) -> float:
+        """Seconds of media this step encodes, once per output (what quotas count)."""
+        return max(0.0, float(self.duration or 0.0)) * self.encoded_outputs
+
+
+def output_seconds(steps: Sequence[Step]) -> float:
+    """Encoded output-seconds of a plan: each encoding step's duration times its outputs."""
+    return sum(step.output_seconds for step in steps)
+
+
+def input_fps(info: MediaInfo) -> float:
+    """The input's frame rate as the plan counts it (what an output keeps when no fps is set)."""
+    return float(info.fps) if info.fps else ASSUMED_FPS
+
+
+def input_pixel_rate(info: MediaInfo) -> float:
+    return float(info.pixels) * input_fps(info) if info.has_video else 0.0
 
 
 def _num(value: float) -> str:
@@ -65,8 +108,15 @@ def _ffmpeg_head(ffmpeg_bin: str, *, analyze: bool = False) -> list[str]:
     return [ffmpeg_bin, *COMMON_ARGS, *(ANALYZE_LOGLEVEL_ARGS if analyze else LOGLEVEL_ARGS)]
 
 
-def _input_args(input_path: str, *, start: float | None = None, length: float | None = None):
-    args = list(whitelist_args())
+def _input_args(
+    input_path: str,
+    *,
+    start: float | None = None,
+    length: float | None = None,
+    max_pixels: int = 0,
+):
+    # -max_pixels: the decoder refuses any later picture larger than the probed limit.
+    args = [*whitelist_args(), *decoder_guard_args(max_pixels)]
     if start:
         args += ["-ss", _num(start)]
     if length is not None:
@@ -208,11 +258,15 @@ def build_plan(
     gpu_device: str = "0",
     gpu_encoders: Sequence[str] | None = None,
     max_output_pixels: int = 0,
+    max_output_pixel_rate: int = 0,
+    max_input_pixels: int = 0,
 ) -> list[Step]:
     """ffmpeg steps producing every requested output inside `work_dir`.
 
     `encoder="gpu"` maps h264/h265/av1 to NVENC (vp9 stays on CPU); `gpu_encoders`, if
     given, lists the NVENC encoders known to work (others fall back to CPU).
+    `max_output_pixel_rate` caps width x height x fps of every video output (the input's fps
+    when the request sets none); `max_input_pixels` becomes every decoder's `-max_pixels`.
     Raises `ValidationError`/`InputRejected` when the request doesn't fit this input.
     """
     if encoder not in ("cpu", "gpu"):
@@ -230,6 +284,8 @@ def build_plan(
         gpu_device=str(gpu_device),
         gpu_encoders=tuple(gpu_encoders) if gpu_encoders is not None else None,
         max_output_pixels=max_output_pixels,
+        max_output_pixel_rate=max_output_pixel_rate,
+        max_input_pixels=max_input_pixels,
     )
     index = {op.type: i for i, op in enumerate(operations)}
     transcode = _find(operations, spec.Transcode)
@@ -288,6 +344,24 @@ class _Ctx:
     gpu_device: str
     gpu_encoders: tuple[str, ...] | None
     max_output_pixels: int
+    max_output_pixel_rate: int = 0
+    max_input_pixels: int = 0
+
+    def _inputs(self, *, start: float | None = None, length: float | None = None) -> list[str]:
+        return _input_args(
+            self.input_path, start=start, length=length, max_pixels=self.max_input_pixels
+        )
+
+    def _check_output_rate(self, w: int, h: int, fps: float, fieldname: str) -> float:
+        """Pixels per second of one video output; over the limit is a 422 naming `fieldname`."""
+        rate = float(w) * float(h) * float(fps)
+        if self.max_output_pixel_rate and rate > self.max_output_pixel_rate:
+            raise ValidationError(
+                f"output {w}x{h} at {fps:g} fps is {rate:.0f} pixels per second; the limit is "
+                f"{self.max_output_pixel_rate} (lower the frame size or the fps)",
+                field=fieldname,
+            )
+        return rate
 
     def _check_output_pixels(self, width, height, fieldname: str) -> None:
         w, h = _output_dims(self.info, width, height)
@@ -316,18 +390,19 @@ class _Ctx:
         if not audio_only and not info.has_video and op.audio_codec == "none":
             raise InputRejected("input has no video stream and audio is disabled")
         name = f"output.{fmt}"
-        argv = [
-            *_ffmpeg_head(self.ffmpeg_bin),
-            *_input_args(self.input_path, start=start, length=length),
-        ]
+        argv = [*_ffmpeg_head(self.ffmpeg_bin), *self._inputs(start=start, length=length)]
         use_video = info.has_video and not audio_only
         use_audio = info.has_audio and op.audio_codec != "none"
         if use_video:
             argv += ["-map", "0:v:0"]
         if use_audio:
             argv += ["-map", "0:a:0"]
+        pixel_rate = 0.0
         if use_video:
             self._check_output_pixels(op.width, op.height, f"operations[{idx}].width")
+            w, h = _output_dims(info, op.width, op.height)
+            fps = op.fps or input_fps(info)
+            pixel_rate = self._check_output_rate(w, h, fps, f"operations[{idx}].fps")
             filters = []
             if op.fps:
                 filters.append(f"fps={_num(op.fps)}")
@@ -357,7 +432,18 @@ class _Ctx:
             argv += ["-movflags", "+faststart"]
         argv += ["-f", spec.OUTPUT_FORMATS[fmt], _out(self.work_dir, name)]
         duration = length if length is not None else max(0.0, info.duration - start)
-        return Step("transcode", argv, [name], duration, primary=True, work_dir=self.work_dir)
+        return Step(
+            "transcode",
+            argv,
+            [name],
+            duration,
+            primary=True,
+            work_dir=self.work_dir,
+            encoded_outputs=1,
+            pixel_rate=pixel_rate,
+            decoded_pixel_rate=input_pixel_rate(info) if use_video else 0.0,
+            audio=use_audio,
+        )
 
     def hls_step(self, op: spec.Hls, window, primary: bool, idx: int) -> Step:
         info = self.info
@@ -365,13 +451,14 @@ class _Ctx:
             raise InputRejected("HLS needs an input with a video stream")
         start, length = window
         n = len(op.ladder)
-        argv = [
-            *_ffmpeg_head(self.ffmpeg_bin),
-            *_input_args(self.input_path, start=start, length=length),
-        ]
+        argv = [*_ffmpeg_head(self.ffmpeg_bin), *self._inputs(start=start, length=length)]
         chains = [f"[0:v]format=yuv420p,split={n}" + "".join(f"[s{i}]" for i in range(n))]
+        pixel_rate = 0.0
         for i, r in enumerate(op.ladder):
-            self._check_output_pixels(None, r.height, f"operations[{idx}].ladder[{i}].height")
+            fieldname = f"operations[{idx}].ladder[{i}].height"
+            self._check_output_pixels(None, r.height, fieldname)
+            w, h = _output_dims(info, None, r.height)
+            pixel_rate += self._check_output_rate(w, h, input_fps(info), fieldname)
             chains.append(f"[s{i}]scale=-2:{r.height}:flags=bicubic[v{i}]")
         argv += ["-filter_complex", ";".join(chains)]
         stream_map = []
@@ -426,7 +513,18 @@ class _Ctx:
         ]
         outputs = ["master.m3u8", *(f"v{i}/index.m3u8" for i in range(n))]
         duration = length if length is not None else max(0.0, info.duration - start)
-        return Step("hls", argv, outputs, duration, primary=primary, work_dir=self.work_dir)
+        return Step(
+            "hls",
+            argv,
+            outputs,
+            duration,
+            primary=primary,
+            work_dir=self.work_dir,
+            encoded_outputs=n,
+            pixel_rate=pixel_rate,
+            decoded_pixel_rate=input_pixel_rate(info),
+            audio=info.has_audio,
+        )
 
     def thumbnail_steps(self, op: spec.Thumbnail, primary: bool, idx: int) -> list[Step]:
         info = self.info
@@ -450,7 +548,7 @@ class _Ctx:
         for k, t in enumerate(times, start=1):
             name = f"thumb_{k:03d}.{op.format}"
             start = None if info.is_image else round(min(t, latest), 3)
-            argv = [*_ffmpeg_head(self.ffmpeg_bin), *_input_args(self.input_path, start=start)]
+            argv = [*_ffmpeg_head(self.ffmpeg_bin), *self._inputs(start=start)]
             filters = [f"scale={op.width}:-2:flags=bicubic"] if op.width else []
             if op.format == "jpg":
                 filters.append("format=yuvj420p")
@@ -480,7 +578,7 @@ class _Ctx:
             raise InputRejected("input has no audio stream to extract")
         enc, muxer, ext, _ = spec.EXTRACT_AUDIO_CODECS[op.codec]
         name = f"audio.{ext}"
-        argv = [*_ffmpeg_head(self.ffmpeg_bin), *_input_args(self.input_path)]
+        argv = [*_ffmpeg_head(self.ffmpeg_bin), *self._inputs()]
         argv += ["-map", "0:a:0", "-vn", "-sn", "-dn", "-c:a", enc]
         if op.bitrate is not None:
             argv += ["-b:a", spec.format_bitrate(op.bitrate)]
@@ -490,7 +588,15 @@ class _Ctx:
         if muxer == "ipod":
             argv += ["-movflags", "+faststart"]
         argv += ["-f", muxer, _out(self.work_dir, name)]
-        return Step("extract_audio", argv, [name], info.duration, work_dir=self.work_dir)
+        return Step(
+            "extract_audio",
+            argv,
+            [name],
+            info.duration,
+            work_dir=self.work_dir,
+            encoded_outputs=1,
+            audio=True,
+        )
 
     def analyze_step(self, op: spec.Analyze, reference_path: str | None, idx: int) -> Step:
         info = self.info
@@ -516,7 +622,11 @@ class _Ctx:
                 height=info.height,
                 metrics=op.metrics,
                 threads=self.threads,
+                max_input_pixels=self.max_input_pixels,
             )
+        details["max_input_pixels"] = self.max_input_pixels
+        # metrics decode the input and the reference (scaled to the input's size) and compare
+        rate = input_pixel_rate(info) if argv else 0.0
         return Step(
             "analyze",
             argv,
@@ -525,6 +635,8 @@ class _Ctx:
             weight=None if argv else 0.1,
             work_dir=self.work_dir,
             analyze=details,
+            pixel_rate=rate,
+            decoded_pixel_rate=2 * rate,
         )
 
 
@@ -537,6 +649,7 @@ def analyze_argv(
     height: int,
     metrics: Sequence[str],
     threads: int = 0,
+    max_input_pixels: int = 0,
 ) -> list[str]:
     """Compare input (main) against reference (scaled to the input's size) with psnr/ssim."""
     metrics = [m for m in spec.METRICS if m in metrics]
@@ -552,8 +665,9 @@ def analyze_argv(
     ]
     graph += [f"[m{i}][r{i}]{m}[o{i}]" for i, m in enumerate(metrics)]
     argv = [*_ffmpeg_head(ffmpeg_bin, analyze=True)]
-    argv += [*whitelist_args(), "-i", file_url(input_path)]
-    argv += [*whitelist_args(), "-i", file_url(reference_path)]
+    guard = decoder_guard_args(max_input_pixels)
+    argv += [*whitelist_args(), *guard, "-i", file_url(input_path)]
+    argv += [*whitelist_args(), *guard, "-i", file_url(reference_path)]
     argv += ["-filter_complex", ";".join(graph), *_threads(threads)]
     for i in range(n):
         argv += ["-map", f"[o{i}]", "-f", "null", "-"]

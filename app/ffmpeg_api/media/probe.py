@@ -69,6 +69,33 @@ def whitelist_args() -> list[str]:
     ]
 
 
+#: Largest value ffmpeg's -max_pixels takes.
+_MAX_PIXELS_OPTION = 2**31 - 1
+#: Decoders count a picture with its width rounded up to their row alignment (at most 64).
+_DECODER_ROW_ALIGN = 64
+
+
+def decoder_max_pixels(max_pixels: int) -> int:
+    """The `-max_pixels` that admits every picture within `max_pixels` (width x height).
+
+    A decoder checks its padded picture, width rounded up to 64, so the exact limit would
+    refuse e.g. 330x240 under 79,200. The slack, 64 pixels per row of a square picture of the
+    limit's size, is 2.2 % of 4096x2160; landscape pictures within the limit always pass.
+    """
+    if not max_pixels or max_pixels <= 0:
+        return 0
+    slack = _DECODER_ROW_ALIGN * math.isqrt(int(max_pixels))
+    return min(_MAX_PIXELS_OPTION, int(max_pixels) + slack)
+
+
+def decoder_guard_args(max_pixels: int) -> list[str]:
+    """Input options that make every decoder of that input refuse a picture over the limit,
+    including pictures after the first ones (a mid-stream resolution change); place before `-i`.
+    """
+    guard = decoder_max_pixels(max_pixels)
+    return ["-max_pixels", str(guard)] if guard else []
+
+
 def file_url(path: str) -> str:
     """An absolute path as a `file:` URL ffmpeg cannot mistake for an option/protocol."""
     return "file:" + os.path.abspath(path)
@@ -123,8 +150,12 @@ def last_error_line(stderr: str) -> str:
     return lines[-1] if lines else ""
 
 
-def probe(path: str, *, ffprobe_bin: str = "ffprobe", timeout: float = 30) -> MediaInfo:
-    """Probe a local media file; raise `InputRejected` if it cannot or must not be used."""
+def probe(
+    path: str, *, ffprobe_bin: str = "ffprobe", timeout: float = 30, max_pixels: int = 0
+) -> MediaInfo:
+    """Probe a local media file; raise `InputRejected` if it cannot or must not be used.
+
+    `max_pixels` (MAX_INPUT_PIXELS) guards the frames ffprobe decodes to read the streams."""
     if not os.path.isfile(path):
         raise InputRejected("input file does not exist or is not a regular file")
     argv = [
@@ -133,6 +164,7 @@ def probe(path: str, *, ffprobe_bin: str = "ffprobe", timeout: float = 30) -> Me
         "-v",
         "error",
         *whitelist_args(),
+        *decoder_guard_args(max_pixels),
         "-show_format",
         "-show_streams",
         "-of",

@@ -15,6 +15,7 @@ import collections
 import ctypes
 import ctypes.util
 import os
+import re
 import selectors
 import signal
 import subprocess
@@ -46,6 +47,16 @@ class FFmpegFailed(MediaError):
         self.message = message
         self.stderr_tail = stderr_tail
         self.returncode = returncode
+
+
+class PictureTooLarge(FFmpegFailed):
+    """A decoder met a picture over `-max_pixels` (MAX_INPUT_PIXELS), typically after the
+    probed ones. ffmpeg itself only drops such pictures and may still exit 0, so the runner
+    stops the step at the first one and fails it."""
+
+
+# libavutil's av_image_check_size2 message when a picture is over the decoder's -max_pixels
+_OVER_MAX_PIXELS = re.compile(r"Picture size (\d+)x(\d+) exceeds specified max pixel count (\d+)")
 
 
 @dataclass
@@ -258,6 +269,7 @@ def run_step(
     last_cancel_check = started
     last_fraction = -1.0
     max_line = 8192
+    too_large: list[re.Match] = []
 
     def handle_line(kind: str, raw: bytes) -> None:
         text = raw[:max_line].decode("utf-8", "replace").rstrip("\r\n")
@@ -265,6 +277,10 @@ def run_step(
             parser.feed(text)
         elif text.strip():
             tail.append(text)
+            if not too_large:
+                found = _OVER_MAX_PIXELS.search(text)
+                if found:
+                    too_large.append(found)
 
     def stderr_tail() -> str:
         return "\n".join(tail)
@@ -291,6 +307,15 @@ def run_step(
                     handle_line(kind, rest)
                     rest = b""
                 buffers[kind] = rest
+            if too_large:
+                _stop(proc)
+                w, h, limit = too_large[0].groups()
+                raise PictureTooLarge(
+                    f"the input has a picture of {w}x{h} (width padded by the decoder), over "
+                    f"the input limit of {limit} pixels: pictures after the probed ones may not "
+                    "exceed MAX_INPUT_PIXELS, so the step was stopped",
+                    stderr_tail(),
+                )
             now = time.monotonic()
             if should_cancel is not None and now - last_cancel_check >= poll_interval:
                 last_cancel_check = now
