@@ -561,7 +561,10 @@ def storage_usage(as_json, top):
     help="Remove tmp/ entries untouched for this long (running jobs are kept).",
 )
 @click.option(
-    "--orphans", is_flag=True, help="Remove outputs whose job is gone, failed or cancelled."
+    "--orphans",
+    is_flag=True,
+    help="Remove outputs whose job is gone, failed or cancelled, and the records of uploads"
+    " whose file is gone.",
 )
 def storage_cleanup(as_json, dry_run, tmp_older_than, orphans):
     """Remove temporary files and orphaned job outputs."""

@@ -3,6 +3,8 @@
 - tmp/: entries older than a threshold, except the work directories of processing jobs.
 - output/<job id>/: orphaned when no job row has that id, or its job failed or was cancelled.
   Outputs of completed jobs are never touched here (archiving them is a separate, explicit step).
+- uploads table: with the orphans, records of uploads whose file is gone (removed by hand) are
+  dropped, so they stop counting against their user's storage quota.
 """
 
 from __future__ import annotations
@@ -48,8 +50,15 @@ def plan_cleanup(
             job_id = _job_id_of(name)
             if job_id is None or status.get(job_id) in (None, "failed", "cancelled"):
                 orphan_victims.append(os.path.join(settings.output_dir, name))
+    stale_uploads: list[str] = []
+    if orphans:
+        stale_uploads = [
+            r["path"]
+            for r in conn.execute("SELECT path FROM uploads ORDER BY path")
+            if not os.path.lexists(os.path.join(root, r["path"]))
+        ]
     conn.rollback()
-    return {"tmp": tmp_victims, "orphans": orphan_victims}
+    return {"tmp": tmp_victims, "orphans": orphan_victims, "upload_records": stale_uploads}
 
 
 def cleanup(
@@ -61,6 +70,7 @@ def cleanup(
     dry_run: bool = False,
 ) -> dict:
     plan = plan_cleanup(conn, settings, tmp_older_than=tmp_older_than, orphans=orphans)
+    records = plan.pop("upload_records")
     freed = 0
     rel = {k: [storage.relative(settings.storage_root, p) for p in v] for k, v in plan.items()}
     if dry_run:
@@ -69,11 +79,15 @@ def cleanup(
         for paths in plan.values():
             for path in paths:
                 freed += storage.remove(path)
+        if records:
+            conn.execute("DELETE FROM uploads WHERE path = ANY(%s)", (records,))
+            conn.commit()
     return {
-        "changed": bool(plan["tmp"] or plan["orphans"]),
+        "changed": bool(plan["tmp"] or plan["orphans"] or records),
         "dry_run": dry_run,
         "removed_tmp": rel["tmp"],
         "removed_orphans": rel["orphans"],
+        "removed_upload_records": records,
         "bytes_freed": freed,
     }
 

@@ -290,3 +290,63 @@ def test_uploads_below_the_free_space_reserve_get_507(make_settings, start_api, 
     assert status == 507 and '"insufficient_storage"' in body
     assert db_conn.execute("SELECT count(*) AS n FROM uploads").fetchone()["n"] == 1
     db_conn.rollback()
+
+
+def test_cleanup_drops_records_of_uploads_whose_file_is_gone(make_settings, alice, db_conn):
+    """`ffmpeg-api storage cleanup --orphans` keeps the uploads table in step with the disk,
+    so a file removed by hand stops counting against its user's quota."""
+    import json
+    import subprocess
+    import sys
+
+    from helpers import env_for
+
+    from ffmpeg_api.api import create_app
+
+    s = make_settings(storage_quota_bytes_per_user=100_000, storage_free_reserve_bytes=0)
+    client = create_app(s).test_client()
+    kept = upload(client, alice, os.urandom(10_000), "kept.bin")
+    gone = upload(client, alice, os.urandom(80_000), "gone.bin")
+    shutil.rmtree(os.path.join(s.storage_root, os.path.dirname(gone)))
+    third = os.urandom(50_000)
+    r = client.post(
+        "/api/v1/files?name=c.bin",
+        headers=alice["headers"],
+        data=third,
+        content_type="application/octet-stream",
+    )
+    assert r.status_code == 507  # the removed file still counts until cleanup
+
+    def cleanup(*extra):
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ffmpeg_api.cli",
+                "storage",
+                "cleanup",
+                "--orphans",
+                "--json",
+                *extra,
+            ],
+            env=env_for(s),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return json.loads(proc.stdout)
+
+    def records():
+        paths = [r["path"] for r in db_conn.execute("SELECT path FROM uploads ORDER BY path")]
+        db_conn.rollback()
+        return paths
+
+    preview = cleanup("--dry-run")
+    assert preview["changed"] is True and preview["removed_upload_records"] == [gone]
+    assert records() == sorted([kept, gone])
+    done = cleanup()
+    assert done["changed"] is True and done["removed_upload_records"] == [gone]
+    assert records() == [kept]
+    assert cleanup()["changed"] is False
+    assert upload(client, alice, third, "c.bin")

@@ -16,6 +16,8 @@ description:
     directories of jobs still processing.
   - With O(orphans=true), output/ entries whose job is gone, failed or cancelled go; outputs of
     completed jobs are never touched (archive them with M(ffmpeg_api.ops.storage_archive)).
+    Records of uploads whose file is gone (removed by hand) are dropped too, so they stop
+    counting against their user's storage quota.
   - In check mode the CLI runs with C(--dry-run) and reports what it would remove.
 version_added: "1.0.0"
 author:
@@ -27,7 +29,7 @@ options:
     description: Age of the tmp/ entries to remove, as C(90m), C(24h) or C(7d).
     type: str
   orphans:
-    description: Also remove orphaned job outputs.
+    description: Also remove orphaned job outputs and the records of uploads whose file is gone.
     type: bool
     default: false
 attributes:
@@ -58,6 +60,11 @@ removed_tmp:
   elements: str
 removed_orphans:
   description: Orphaned output entries removed (or that would be), relative to the storage root.
+  returned: always
+  type: list
+  elements: str
+removed_upload_records:
+  description: Upload records dropped (or that would be) because their file is gone.
   returned: always
   type: list
   elements: str
@@ -95,6 +102,7 @@ def main():
         changed=bool(out.get("changed")),
         removed_tmp=out.get("removed_tmp", []),
         removed_orphans=out.get("removed_orphans", []),
+        removed_upload_records=out.get("removed_upload_records", []),
         bytes_freed=out.get("bytes_freed", 0),
     )
     if module._diff:
