@@ -433,15 +433,17 @@ def test_webhook_is_signed_and_retried(client, user_key, clips, settings, start_
 def test_input_corrupted_after_submission_fails_with_reason(
     client, user_key, settings, start_worker, storage_root, clips
 ):
-    path = os.path.join(storage_root, "uploads", "doomed.mp4")
     with open(os.path.join(storage_root, clips["short.mp4"]), "rb") as src:
         data = src.read()
-    with open(path, "wb") as fh:
-        fh.write(data)
+    # Uploaded by the user: a file put under the root by hand would be usable by admin keys only.
+    doomed = client.post(
+        "/api/v1/files?name=doomed.mp4", headers=user_key["headers"], data=data
+    ).json["path"]
+    path = os.path.join(storage_root, doomed)
     job_id = submit(
         client,
         user_key,
-        {"input": "uploads/doomed.mp4", "operations": [{"type": "transcode", "height": 120}]},
+        {"input": doomed, "operations": [{"type": "transcode", "height": 120}]},
     )
     with open(path, "wb") as fh:  # the disk "rots" before a worker picks the job up
         fh.write(os.urandom(4096))
@@ -454,14 +456,18 @@ def test_input_corrupted_after_submission_fails_with_reason(
 
 
 def test_audio_only_input_cannot_be_thumbnailed(client, user_key, storage_root, db_conn):
-    path = os.path.join(storage_root, "uploads", "tone.wav")
+    path = os.path.join(storage_root, "tmp", "tone.wav")
     subprocess.run(
         ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=duration=1", path], check=True
     )
+    with open(path, "rb") as fh:
+        tone = client.post(
+            "/api/v1/files?name=tone.wav", headers=user_key["headers"], data=fh.read()
+        ).json["path"]
     r = client.post(
         "/api/v1/convert",
         headers=user_key["headers"],
-        json={"input": "uploads/tone.wav", "operations": [{"type": "thumbnail", "count": 1}]},
+        json={"input": tone, "operations": [{"type": "thumbnail", "count": 1}]},
     )
     assert r.status_code == 422 and "video" in r.json["error"]["message"]
     assert db_conn.execute("SELECT count(*) AS n FROM jobs").fetchone()["n"] == 0
