@@ -14,6 +14,7 @@ Usage: .venv/bin/python bench/bench_service.py [--runs 3] [--latency-jobs 30] [-
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -135,10 +136,27 @@ class Stack:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-def make_clip(root: str, name: str, args: list[str]) -> str:
-    path = os.path.join(root, "uploads", name)
+def make_clip(settings, name: str, args: list[str], *, owner: str) -> str:
+    """A clip under uploads/, recorded as `owner`'s upload (a path is usable only by its
+    owner or an admin key)."""
+    from ffmpeg_api import ownership
+
+    path = os.path.join(settings.storage_root, "uploads", name)
     subprocess.run(["ffmpeg", "-v", "error", "-y", *args, path], check=True)
-    return os.path.relpath(path, root)
+    relpath = os.path.relpath(path, settings.storage_root)
+    with open(path, "rb") as fh:
+        digest = hashlib.sha256(fh.read()).hexdigest()
+    with dbmod.connect(settings.database_url) as conn:
+        ownership.record_upload(
+            conn,
+            path=relpath,
+            user_id=owner,
+            api_key_id=None,
+            size=os.path.getsize(path),
+            sha256=digest,
+        )
+        conn.commit()
+    return relpath
 
 
 def wait_job(url, headers, job_id, poll=0.02, timeout=600):
@@ -274,7 +292,7 @@ def main():
             conn.commit()
         headers = {"X-API-Key": raw}
         clip = make_clip(
-            s.storage_root,
+            s,
             "bench720.mp4",
             [
                 "-f",
@@ -294,9 +312,10 @@ def main():
                 "-c:a",
                 "aac",
             ],
+            owner="bench",
         )
         tiny = make_clip(
-            s.storage_root,
+            s,
             "tiny.mp4",
             [
                 "-f",
@@ -310,6 +329,7 @@ def main():
                 "-pix_fmt",
                 "yuv420p",
             ],
+            owner="bench",
         )
         url = stack.gunicorn("ffmpeg_api.wsgi:app", args.gunicorn_workers)
         bare_url = stack.gunicorn("bare_app:app", args.gunicorn_workers)

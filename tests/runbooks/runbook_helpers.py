@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 import urllib.error
@@ -160,18 +159,32 @@ def http(method: str, path: str, *, key: str | None = None, body: bytes | None =
 STORAGE = "/var/lib/ffmpeg-api/storage"
 
 
-def make_input(name: str, seconds: int = 2, size: str = "320x240", rate: int = 15) -> str:
-    """A test clip in the deployed service's uploads/, owned by the service user; its path
-    relative to the storage root (what a job's input names)."""
-    path = os.path.join(STORAGE, "uploads", name)
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
-         f"testsrc2=d={seconds}:s={size}:r={rate}", "-pix_fmt", "yuv420p", path],
-        check=True,
-        timeout=120,
-    )  # fmt: skip
-    shutil.chown(path, "ffmpeg-api", "ffmpeg-api")
-    return f"uploads/{name}"
+def make_input(
+    name: str, seconds: int = 2, size: str = "320x240", rate: int = 15, *, key: str
+) -> str:
+    """A test clip uploaded through HAProxy with `key` (a path is usable only by the user who
+    uploaded it, or an admin key); its path relative to the storage root (a job's input)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="runbook-input-") as tmp:
+        path = os.path.join(tmp, name)
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
+             f"testsrc2=d={seconds}:s={size}:r={rate}", "-pix_fmt", "yuv420p", path],
+            check=True,
+            timeout=120,
+        )  # fmt: skip
+        with open(path, "rb") as fh:
+            data = fh.read()
+    req = urllib.request.Request(
+        f"{API}/files?name={name}",
+        data=data,
+        method="POST",
+        headers={"X-API-Key": key, "Content-Type": "application/octet-stream"},
+    )
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        assert resp.status == 201
+        return json.loads(resp.read())["path"]
 
 
 def submit_transcodes(key: str, source: str, count: int, height: int, preset: str) -> list[str]:

@@ -472,7 +472,13 @@ def test_queue_backlog_alert_scales_the_workers_and_the_backlog_drains(alert_pip
     assert _numprocs() == deployed and _workers_running(), "check mode scaled the workers"
     assert not os.path.exists(alert_pipeline["incidents"]), "check mode wrote an incident"
 
-    source = make_input(f"backlog-{alert_pipeline['marker']}.mp4", 10, size="960x540", rate=25)
+    source = make_input(
+        f"backlog-{alert_pipeline['marker']}.mp4",
+        10,
+        size="960x540",
+        rate=25,
+        key=api_key["api_key"],
+    )
     ids: list[str] = []
     try:
         # The fault: a burst of work bigger than the deployed workers get through quickly.

@@ -11,7 +11,6 @@ import calendar
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 import urllib.parse
@@ -24,6 +23,7 @@ from runbook_helpers import (
     assert_check_mode_changes_nothing,
     assert_second_run_changes_nothing,
     http,
+    make_input,
     playbook,
     sql,
     tree_digest,
@@ -53,14 +53,9 @@ def loaded_rules() -> list[dict]:
     return [r for g in prom("/api/v1/rules")["groups"] for r in g["rules"]]
 
 
-def _sample_input() -> str:
+def _sample_input(key: str) -> str:
     name = f"monitoring-{os.getpid()}-{time.monotonic_ns()}.mp4"
-    path = os.path.join(STORAGE, "uploads", name)
-    source = "testsrc2=d=1:s=160x120:r=10"
-    argv = ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", source, "-pix_fmt", "yuv420p", path]
-    subprocess.run(argv, check=True, timeout=60)
-    shutil.chown(path, "ffmpeg-api", "ffmpeg-api")
-    return f"uploads/{name}"
+    return make_input(name, 1, size="160x120", rate=10, key=key)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +70,7 @@ def produced(stack):
             key=key["api_key"],
             body=json.dumps(
                 {
-                    "input": _sample_input(),
+                    "input": _sample_input(key["api_key"]),
                     "output": "mp4",
                     "operations": [{"type": "transcode", "height": 60, "preset": "ultrafast"}],
                 }

@@ -102,7 +102,7 @@ def _job_state(ids: list[str]) -> list[tuple]:
 
 def test_stuck_jobs_two_hours_old_are_requeued_and_complete(workers_stopped, api_key):
     name = f"stuck-{os.getpid()}-{time.monotonic_ns()}.mp4"
-    source = make_input(name)
+    source = make_input(name, key=api_key["api_key"])
     ids = submit_transcodes(api_key["api_key"], source, 2, height=120, preset="ultrafast")
     # The fault: a worker took them two hours ago and died (its name is registered nowhere);
     # their RQ entries went with it.
