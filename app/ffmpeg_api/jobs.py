@@ -22,7 +22,7 @@ import psycopg
 import redis
 from psycopg.types.json import Jsonb
 
-from . import ownership, queues, quotas, storage
+from . import job_quotas, ownership, queues, storage
 from .errors import Conflict, GpuUnavailable, NotFound, ValidationError
 from .keys import Principal
 from .media import plan as media_plan
@@ -263,7 +263,7 @@ def create(
     # The quotas count and the insert share one transaction and the user's advisory lock, so
     # concurrent submissions of one user cannot all see room for the last job.
     with conn.transaction():
-        quotas.admit(conn, settings, principal, spec["output_seconds"])
+        job_quotas.admit(conn, settings, principal, spec["output_seconds"])
         row = _insert(conn, spec, principal, job_id, rq_id)
     conn.commit()
     try:

@@ -6,7 +6,7 @@ import os
 
 from flask import Blueprint, g, jsonify, request
 
-from .. import ownership, quota, storage
+from .. import ownership, storage, storage_quota
 from ..errors import PayloadTooLarge, ValidationError
 from .pipeline import authenticated, db, settings
 
@@ -23,7 +23,7 @@ def upload():
         raise PayloadTooLarge(f"upload exceeds the limit of {s.max_upload_bytes} bytes")
     multipart = request.mimetype == "multipart/form-data"
     # A multipart body's length includes its envelope, so only a raw body's is the file's.
-    budget = quota.upload_budget(db(), s, principal.user_id, None if multipart else length)
+    budget = storage_quota.upload_budget(db(), s, principal.user_id, None if multipart else length)
     if multipart:
         item = request.files.get("file")
         if item is None:
@@ -40,8 +40,8 @@ def upload():
     conn = db()
     try:
         with conn.transaction():
-            quota.lock_user(conn, principal.user_id)
-            quota.confirm(conn, s, principal.user_id, stored.size)
+            storage_quota.lock_user(conn, principal.user_id)
+            storage_quota.confirm(conn, s, principal.user_id, stored.size)
             ownership.record_upload(
                 conn,
                 path=stored.path,
