@@ -22,6 +22,12 @@ errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 proc_name = "ffmpeg-api"
 forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1")
+# gunicorn >= 25.1 opens a control socket (for `gunicornc`) under $XDG_RUNTIME_DIR or
+# $HOME/.gunicorn, which the service user cannot write (its home is the root-owned app root):
+# every start logged a permission error. Nothing here uses it: the worker count is changed with
+# TTIN/TTOU signals (roles/api/files/gunicorn_workers.sh), reloads with HUP. Off, so there is no
+# second control channel to secure either.
+control_socket_disable = True
 
 _metrics_dir = os.environ.setdefault(
     "PROMETHEUS_MULTIPROC_DIR",
