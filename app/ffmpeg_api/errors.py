@@ -56,6 +56,14 @@ class PayloadTooLarge(ApiError):
     code = "payload_too_large"
 
 
+class UploadIncomplete(ApiError):
+    """The request body ended before what it declared (Content-Length, the closing multipart
+    boundary, the last chunk): the client went away mid-upload."""
+
+    status = 400
+    code = "upload_incomplete"
+
+
 class Unauthorized(ApiError):
     status = 401
     code = "unauthorized"

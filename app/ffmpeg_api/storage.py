@@ -12,11 +12,12 @@ import hashlib
 import os
 import re
 import shutil
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 
-from .errors import PathError, PayloadTooLarge, ValidationError
+from .errors import PathError, PayloadTooLarge, UploadIncomplete, ValidationError
 
 CHUNK = 1024 * 1024
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -63,12 +64,23 @@ class StoredFile:
     sha256: str
 
 
-def save_stream(root: str, name: str, stream, max_bytes: int, budget=None) -> StoredFile:
+def spool(root: str):
+    """An unnamed file in tmp/ for a request body being parsed (a multipart part): it counts
+    on the storage root's disk, and is gone once closed or once the process dies."""
+    ensure_layout(root)
+    return tempfile.TemporaryFile(dir=os.path.join(root, "tmp"))
+
+
+def save_stream(
+    root: str, name: str, stream, max_bytes: int, budget=None, expected_size: int | None = None
+) -> StoredFile:
     """Copy a stream into uploads/ chunk by chunk, hashing as it goes.
 
     Written to tmp/ first and renamed into place, so a failed or oversized upload leaves nothing
     behind. `budget(size_so_far, chunk_length)`, when given, is called before each chunk is
     written and raises to stop the upload (storage quota, free-space reserve).
+    `expected_size` is the size the sender declared (a raw body's Content-Length): a stream
+    that ends short of it is an interrupted upload, refused rather than stored as complete.
     """
     ensure_layout(root)
     name = safe_name(name)
@@ -88,6 +100,12 @@ def save_stream(root: str, name: str, stream, max_bytes: int, budget=None) -> St
                     budget(size, len(chunk))
                 digest.update(chunk)
                 out.write(chunk)
+        if expected_size is not None and size < expected_size:
+            raise UploadIncomplete(
+                f"the upload ended after {size} of the {expected_size} bytes its"
+                " Content-Length declared; send it again",
+                field="file",
+            )
         if size == 0:
             raise ValidationError("the upload is empty", field="file")
         dest_dir = os.path.join(root, "uploads", uuid.uuid4().hex)

@@ -5,12 +5,64 @@ from __future__ import annotations
 import os
 
 from flask import Blueprint, g, jsonify, request
+from werkzeug.exceptions import ClientDisconnected
+from werkzeug.formparser import FormDataParser
 
 from .. import ownership, storage, storage_quota
-from ..errors import PayloadTooLarge, ValidationError
+from ..errors import PayloadTooLarge, UploadIncomplete, ValidationError
 from .pipeline import authenticated, db, settings
 
 bp = Blueprint("files", __name__)
+
+
+class _ClientBody:
+    """The request body as the client sends it: counts the bytes read, and turns the server's
+    report of a body cut short (gunicorn raises on a truncated chunk, Werkzeug turns that into
+    ClientDisconnected) into UploadIncomplete. A body with a Content-Length that just stops
+    reads short without an error: the callers compare the count with what was declared."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.received = 0
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            data = self._stream.read(size)
+        except (ClientDisconnected, OSError) as exc:
+            raise UploadIncomplete(
+                f"the upload ended after {self.received} bytes, before its last chunk",
+                field="file",
+            ) from exc
+        self.received += len(data)
+        return data
+
+
+def _multipart_file(root: str):
+    """The multipart form's parts, its file parts spooled in tmp/ of the storage root. A body
+    that ends before its closing boundary is refused (Werkzeug's own parsing of request.files
+    would drop the cut-off part and let the request go on without it)."""
+    body = _ClientBody(request.stream)
+    parser = FormDataParser(
+        stream_factory=lambda *_args, **_kw: storage.spool(root),
+        max_form_memory_size=request.max_form_memory_size,
+        max_content_length=request.max_content_length,
+        max_form_parts=request.max_form_parts,
+        silent=False,
+    )
+    try:
+        _stream, _form, files = parser.parse(
+            body, request.mimetype, request.content_length, request.mimetype_params
+        )
+    except ValueError as exc:
+        declared = request.content_length
+        if declared is not None and body.received < declared:
+            raise UploadIncomplete(
+                f"the upload ended after {body.received} of the {declared} bytes its"
+                " Content-Length declared; send it again",
+                field="file",
+            ) from exc
+        raise ValidationError(f"malformed multipart body: {exc}", field="file") from exc
+    return files
 
 
 @bp.post("/files")
@@ -25,17 +77,29 @@ def upload():
     # A multipart body's length includes its envelope, so only a raw body's is the file's.
     budget = storage_quota.upload_budget(db(), s, principal.user_id, None if multipart else length)
     if multipart:
-        item = request.files.get("file")
-        if item is None:
-            raise ValidationError("multipart upload needs a field named 'file'", field="file")
-        name = request.args.get("name") or item.filename
-        stored = storage.save_stream(s.storage_root, name, item.stream, s.max_upload_bytes, budget)
+        files = _multipart_file(s.storage_root)
+        try:
+            item = files.get("file")
+            if item is None:
+                raise ValidationError("multipart upload needs a field named 'file'", field="file")
+            name = request.args.get("name") or item.filename
+            stored = storage.save_stream(
+                s.storage_root, name, item.stream, s.max_upload_bytes, budget
+            )
+        finally:
+            for _field, part in files.items(multi=True):
+                part.close()
     else:
         name = request.args.get("name")
         if not name:
             raise ValidationError("a raw upload needs ?name=<file name>", field="name")
         stored = storage.save_stream(
-            s.storage_root, name, request.stream, s.max_upload_bytes, budget
+            s.storage_root,
+            name,
+            _ClientBody(request.stream),
+            s.max_upload_bytes,
+            budget,
+            expected_size=length,
         )
     conn = db()
     try:
