@@ -47,6 +47,34 @@ def relative(root: str, path: str) -> str:
     return os.path.relpath(path, os.path.realpath(root))
 
 
+def hide_root(text: str | None, root: str, *extra_dirs: str) -> str | None:
+    """`text` (ffmpeg's stderr, an error message) with every absolute path under the storage
+    root written relative to it, as clients name files: a user learns nothing of the server's
+    layout. `extra_dirs` are directories under the root that may appear under another
+    spelling (a job's work dir through a symlink); the root's real path is always included."""
+    if not text:
+        return text
+    real_root = os.path.realpath(root)
+    prefixes = {}
+    for directory in extra_dirs:
+        for spelling in (directory, os.path.realpath(directory)):
+            rel = os.path.relpath(os.path.realpath(directory), real_root)
+            prefixes[spelling.rstrip("/")] = "" if rel == "." else rel
+    for spelling in (root, real_root):
+        prefixes[spelling.rstrip("/")] = ""
+    alternatives = "|".join(re.escape(p) for p in sorted(prefixes, key=len, reverse=True) if p)
+    if not alternatives:
+        return text
+
+    def relative_path(match: re.Match) -> str:
+        rel = prefixes[match.group(1)]
+        if match.group(2):  # a path below the prefix
+            return f"{rel}/" if rel else ""
+        return rel or "."
+
+    return re.sub(rf"({alternatives})(?:(/)|(?![\w.-]))", relative_path, text)
+
+
 def safe_name(name: str | None) -> str:
     base = os.path.basename(name or "")
     cleaned = SAFE_NAME.sub("_", base).strip("._")

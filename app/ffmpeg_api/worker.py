@@ -36,18 +36,33 @@ REAPER_LOCK = "ffmpeg_api:reaper:lock"
 class JobRun:
     """State of one job inside a work horse: throttled heartbeats and cancellation checks."""
 
-    def __init__(self, conn, redis_conn, settings: Settings, job_id: str, worker_id: str):
+    def __init__(
+        self,
+        conn,
+        redis_conn,
+        settings: Settings,
+        job_id: str,
+        worker_id: str,
+        work_dir: str | None = None,
+    ):
         self.conn = conn
         self.redis = redis_conn
         self.settings = settings
         self.job_id = job_id
         self.worker_id = worker_id
+        self.work_dir = work_dir
         self.fraction = 0.0
         self.eta: float | None = None
         self.stage = "starting"
         self.logs: str | None = None
         self.last_beat = 0.0
         self.still_ours = True
+
+    def for_users(self, text: str | None) -> str | None:
+        """Log or error text as the job's owner may read it: paths relative to the storage
+        root (ffmpeg names the work dir and the input by their absolute paths)."""
+        extra = (self.work_dir,) if self.work_dir else ()
+        return storage.hide_root(text, self.settings.storage_root, *extra)
 
     def on_progress(self, fraction: float, eta: float | None, stage: str) -> None:
         self.fraction, self.eta, self.stage = fraction, eta, stage
@@ -93,8 +108,8 @@ def process_job(job_id: str) -> dict:
         if row is None:
             return {"job_id": job_id, "skipped": "not queued for this attempt"}
         started = time.monotonic()
-        run = JobRun(conn, redis_conn, settings, job_id, worker_id)
         work_dir = os.path.join(settings.tmp_dir, f"{job_id}.{row['retry_count']}")
+        run = JobRun(conn, redis_conn, settings, job_id, worker_id, work_dir)
         status, error = "failed", None
         try:
             encoder, gpu_encoders = choose_encoder(row["hardware"], kind, settings)
@@ -108,7 +123,9 @@ def process_job(job_id: str) -> dict:
             error = describe(exc)
             stderr = getattr(exc, "stderr_tail", None)
             log.warning("job %s failed: %s", job_id, error)
-            if jobs.fail(conn, job_id, worker_id, error=error, logs=stderr or run.logs) is None:
+            error = run.for_users(error)
+            logs = run.for_users(stderr) or run.logs
+            if jobs.fail(conn, job_id, worker_id, error=error, logs=logs) is None:
                 status = "cancelled"
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
@@ -224,7 +241,7 @@ def execute(
         timeout=lambda step: jobs.step_timeout(settings, step),
         ffprobe_bin=settings.ffprobe_bin,
     )
-    run.logs = outcome.stderr_tail
+    run.logs = run.for_users(outcome.stderr_tail)
     return steps, outcome
 
 
@@ -260,7 +277,7 @@ def publish(
         outputs=outputs,
         output_size=size,
         result=result.result or None,
-        logs=result.stderr_tail,
+        logs=run.for_users(result.stderr_tail),
     )
     if done is None:  # cancelled while finishing: the outputs are not wanted
         shutil.rmtree(final_dir, ignore_errors=True)
