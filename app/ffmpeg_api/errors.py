@@ -56,6 +56,18 @@ class PayloadTooLarge(ApiError):
     code = "payload_too_large"
 
 
+class JsonTooLarge(PayloadTooLarge):
+    """A JSON body over MAX_JSON_BYTES (refused before it is read)."""
+
+    code = "json_too_large"
+
+
+class JsonTooDeep(ApiError):
+    """A JSON body nested deeper than any request of the API needs."""
+
+    code = "json_too_deep"
+
+
 class UploadIncomplete(ApiError):
     """The request body ended before what it declared (Content-Length, the closing multipart
     boundary, the last chunk): the client went away mid-upload."""

@@ -58,6 +58,11 @@ class Settings:
     max_upload_bytes: int = _setting(
         "MAX_UPLOAD_BYTES", 2 * 1024**3, "Largest accepted upload; larger answers 413."
     )
+    max_json_bytes: int = _setting(
+        "MAX_JSON_BYTES",
+        1024**2,
+        "Largest accepted JSON request body; larger answers 413 before the body is read.",
+    )
     storage_quota_bytes_per_user: int = _setting(
         "STORAGE_QUOTA_BYTES_PER_USER",
         0,

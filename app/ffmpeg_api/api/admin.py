@@ -6,24 +6,14 @@ from flask import Blueprint, jsonify, request
 
 from .. import control, jobs, keys
 from ..errors import ValidationError
+from .params import body_int, query_hours
 from .pipeline import admin_during_maintenance, admin_only, db, json_body, redis_conn, settings
 
 bp = Blueprint("admin", __name__)
 
 
 def _optional_body() -> dict:
-    return json_body() if request.data else {}
-
-
-def _int(body: dict, name: str, *, minimum: int = 0, required: bool = False):
-    value = body.get(name)
-    if value is None:
-        if required:
-            raise ValidationError(f"{name} is required", field=name)
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValidationError(f"{name} must be an integer >= {minimum}", field=name)
-    return value
+    return json_body(optional=True)
 
 
 @bp.post("/admin/keys")
@@ -45,7 +35,7 @@ def create_key():
         name=body["name"].strip(),
         user_id=body["user_id"].strip(),
         is_admin=is_admin,
-        rate_limit=_int(body, "rate_limit"),
+        rate_limit=body_int(body, "rate_limit"),
     )
     conn.commit()
     response = jsonify(
@@ -62,13 +52,7 @@ def create_key():
 @bp.get("/admin/keys")
 @admin_only
 def list_keys():
-    hours = request.args.get("used_within_hours")
-    try:
-        hours = float(hours) if hours is not None else None
-    except ValueError:
-        raise ValidationError(
-            "used_within_hours must be a number", field="used_within_hours"
-        ) from None
+    hours = query_hours("used_within_hours", None)
     keys.flush_usage(db(), redis_conn())
     rows = keys.list_keys(
         db(),
@@ -131,7 +115,7 @@ def maintenance_get():
 @admin_during_maintenance
 def maintenance_put():
     body = _optional_body()
-    ttl = _int(body, "ttl", minimum=1)
+    ttl = body_int(body, "ttl", minimum=1)
     reason = body.get("reason", "")
     if not isinstance(reason, str):
         raise ValidationError("reason must be a string", field="reason")
@@ -163,7 +147,7 @@ def ratelimit_get():
 @admin_only
 def ratelimit_put():
     body = json_body()
-    limit = _int(body, "global_per_minute", required=True)
+    limit = body_int(body, "global_per_minute", required=True)
     control.set_global_limit(redis_conn(), limit)
     return ratelimit_get()
 
@@ -182,8 +166,4 @@ def ddos_put():
 @bp.get("/admin/stats")
 @admin_only
 def job_stats():
-    try:
-        hours = float(request.args.get("since_hours", 24))
-    except ValueError:
-        raise ValidationError("since_hours must be a number", field="since_hours") from None
-    return jsonify(jobs.stats(db(), since_hours=hours))
+    return jsonify(jobs.stats(db(), since_hours=query_hours("since_hours", 24.0)))

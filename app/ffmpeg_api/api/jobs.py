@@ -7,7 +7,8 @@ import os
 from flask import Blueprint, g, jsonify, request, send_file
 
 from .. import jobs, storage
-from ..errors import Conflict, NotFound, ValidationError
+from ..errors import Conflict, NotFound
+from .params import BIGINT_MAX, query_int
 from .pipeline import authenticated, db, json_body, redis_conn, settings
 
 bp = Blueprint("jobs", __name__)
@@ -20,6 +21,9 @@ def links(job_id: str) -> dict:
 
 def view(row: dict) -> dict:
     data = jobs.public(row)
+    # The worker stores these relative to the storage root already; rows written before it
+    # did are rewritten on the way out.
+    data["error"] = storage.hide_root(data["error"], settings().storage_root)
     data["links"] = links(data["id"])
     return data
 
@@ -40,11 +44,8 @@ def convert():
 @bp.get("/jobs")
 @authenticated
 def list_jobs():
-    try:
-        limit = int(request.args.get("limit", 50))
-        offset = int(request.args.get("offset", 0))
-    except ValueError:
-        raise ValidationError("limit and offset must be integers", field="limit") from None
+    limit = query_int("limit", 50, minimum=1, maximum=200)
+    offset = query_int("offset", 0, maximum=BIGINT_MAX)
     rows, total = jobs.list_jobs(
         db(), g.principal, status=request.args.get("status"), limit=limit, offset=offset
     )
@@ -70,7 +71,8 @@ def cancel_job(job_id: str):
 @authenticated
 def job_logs(job_id: str):
     row = jobs.get(db(), job_id, g.principal, columns="id, status, logs")
-    return jsonify({"id": str(row["id"]), "status": row["status"], "logs": row["logs"] or ""})
+    logs = storage.hide_root(row["logs"], settings().storage_root)
+    return jsonify({"id": str(row["id"]), "status": row["status"], "logs": logs or ""})
 
 
 @bp.get("/jobs/<job_id>/output")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import math
 import sys
 import time
 import uuid
@@ -16,9 +17,17 @@ import uuid
 from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from .. import control, keys, ratelimit
+from .. import control, keys, ratelimit, storage
 from .. import db as dbmod
-from ..errors import ApiError, Forbidden, RateLimited, Unavailable
+from ..errors import (
+    ApiError,
+    Forbidden,
+    JsonTooDeep,
+    JsonTooLarge,
+    RateLimited,
+    Unavailable,
+    ValidationError,
+)
 from ..metrics import HTTP_DURATION, HTTP_QUEUE, HTTP_REQUESTS, KEY_USAGE, RATE_LIMITED
 from ..redis_conn import get_redis
 
@@ -187,7 +196,11 @@ def init_app(app: Flask, s) -> None:
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
-        response = jsonify({**exc.to_dict(), "request_id": g.get("request_id")})
+        body = exc.to_dict()
+        # A probe or storage error names files by their server paths; clients name them
+        # relative to the storage root.
+        body["error"]["message"] = storage.hide_root(body["error"]["message"], s.storage_root)
+        response = jsonify({**body, "request_id": g.get("request_id")})
         response.status_code = exc.status
         for k, v in exc.headers.items():
             response.headers[k] = v
@@ -394,16 +407,75 @@ def _configure_access_log(target: str) -> None:
     access_log._configured = True
 
 
-def json_body() -> dict:
-    """The request's JSON object, or a clear 400 for anything that is not one."""
-    from ..errors import ValidationError
+# Deeper than this no request of the API goes; a body nested further is refused before any
+# code walks it (json itself gives up near 1000 levels with a RecursionError).
+MAX_JSON_DEPTH = 64
+_READ_CHUNK = 64 * 1024
 
-    if not request.data:
-        raise ApiError("a JSON body is required")
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def _json_bytes(limit: int) -> bytes:
+    """The request body, read only while it stays within `limit`: a declared Content-Length
+    over it is refused unread, a chunked body once it crosses it."""
+    too_large = JsonTooLarge(f"JSON bodies are limited to {limit} bytes", field="body")
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise too_large
+    stream = request.stream
+    chunks, received = [], 0
+    while True:
+        chunk = stream.read(min(_READ_CHUNK, limit + 1 - received))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        received += len(chunk)
+        if received > limit:
+            raise too_large
+    return b"".join(chunks)
+
+
+def _depth(value) -> int:
+    """Nesting depth of a parsed JSON value, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, level)
+            if level > MAX_JSON_DEPTH:
+                break
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def json_body(*, optional: bool = False) -> dict:
+    """The request's JSON object, or a clear 4xx for anything that is not one: too large
+    (413, MAX_JSON_BYTES), malformed, nested too deep, holding NaN/Infinity or a number out of
+    range (400), not an object (422). With `optional`, an empty body is `{}`."""
+    raw = _json_bytes(settings().max_json_bytes)
+    if not raw:
+        if optional:
+            return {}
+        raise ApiError("a JSON body is required", field="body")
+    too_deep = JsonTooDeep(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", field="body")
     try:
-        body = json.loads(request.data)
+        body = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise too_deep from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(f"malformed JSON: {exc}") from None
+        raise ApiError(f"malformed JSON: {exc}", field="body") from None
     if not isinstance(body, dict):
-        raise ValidationError("the request body must be a JSON object")
+        raise ValidationError("the request body must be a JSON object", field="body")
+    if _depth(body) > MAX_JSON_DEPTH:
+        raise too_deep
     return body
