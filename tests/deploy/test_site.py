@@ -78,6 +78,19 @@ def test_check_mode_on_deployed_stack_changes_nothing(deployed):
     assert all(h["changed"] == 0 for h in recap.values()), changed_tasks(out)
 
 
+def _admin(*args: str) -> dict:
+    """The deployed admin CLI, with --json."""
+    proc = subprocess.run(
+        ["/usr/local/bin/ffmpeg-api-admin", *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout)
+
+
 def _get(url: str, headers: dict | None = None) -> tuple[int, bytes]:
     req = urllib.request.Request(url, headers=headers or {})
     try:
@@ -89,6 +102,13 @@ def _get(url: str, headers: dict | None = None) -> tuple[int, bytes]:
 
 def test_haproxy_routes_to_the_api_and_checks_its_health(deployed):
     status, body = _get("http://127.0.0.1:8080/api/v1/health")
+    assert status == 200, body
+    assert set(json.loads(body)) == {"status"}, body  # the components are for operators
+    key = _admin("keys", "create", "--user", "deploy-test", "--name", "health")
+    try:
+        status, body = _get("http://127.0.0.1:8080/api/v1/health", {"X-API-Key": key["api_key"]})
+    finally:
+        _admin("keys", "revoke", str(key["id"]))
     assert status == 200, body
     health = json.loads(body)
     assert health["components"]["workers"]["cpu"]["alive"] == 2

@@ -17,8 +17,8 @@ def test_health_live_needs_nothing(client):
     assert r.status_code == 200 and r.json == {"status": "alive"}
 
 
-def test_health_reports_every_component(client, settings):
-    r = client.get("/api/v1/health")
+def test_health_reports_every_component(client, settings, user_key):
+    r = client.get("/api/v1/health", headers=user_key["headers"])
     body = r.json
     assert set(body["components"]) == {
         "database",
@@ -48,8 +48,15 @@ def test_health_reports_every_component(client, settings):
 def test_health_unhealthy_when_database_down(make_settings, app):
     from ffmpeg_api.api import create_app
 
-    broken = make_settings(database_url="postgresql://nobody@127.0.0.1:1/none")
-    r = create_app(broken).test_client().get("/api/v1/health")
+    # No database to check a key against: the metrics token shows the details.
+    broken = make_settings(
+        database_url="postgresql://nobody@127.0.0.1:1/none", metrics_token="scrape-token"
+    )
+    r = (
+        create_app(broken)
+        .test_client()
+        .get("/api/v1/health", headers={"Authorization": "Bearer scrape-token"})
+    )
     assert r.status_code == 503
     assert r.json["status"] == "unhealthy"
     assert r.json["components"]["database"]["status"] == "error"
@@ -168,7 +175,7 @@ def test_maintenance_mode_answers_503_except_health(client, settings, user_key, 
     assert r.json["error"]["code"] == "unavailable"
     assert client.post("/api/v1/convert", headers=user_key["headers"], json={}).status_code == 503
     assert client.get("/api/v1/health/live").status_code == 200
-    health = client.get("/api/v1/health").json
+    health = client.get("/api/v1/health", headers=user_key["headers"]).json
     assert health["components"]["maintenance"]["enabled"] is True
     r = client.delete("/api/v1/admin/maintenance", headers=admin_key["headers"])
     assert r.json["enabled"] is False

@@ -178,6 +178,7 @@ def build_spec() -> dict:
                 "status": {"type": "string", "enum": ["healthy", "degraded", "unhealthy"]},
                 "components": {
                     "type": "object",
+                    "description": "Only for callers sending an API key or METRICS_TOKEN.",
                     "additionalProperties": {"$ref": "#/components/schemas/Component"},
                 },
             },
@@ -228,6 +229,8 @@ def build_spec() -> dict:
                 },
                 tag="health",
                 secured=False,
+                description="Anyone gets the status; the components only a caller sending an"
+                " API key or METRICS_TOKEN (Authorization: Bearer).",
             )
         },
         "/health/live": {

@@ -1,4 +1,7 @@
-"""Health: a deep check of every component, a shallow one for the load balancer, metrics."""
+"""Health: a deep check of every component, a shallow one for the load balancer, metrics.
+
+Anyone may read whether the service is healthy; which components are not, and the figures
+behind it, only callers with METRICS_TOKEN or an API key (see `may_see_details`)."""
 
 from __future__ import annotations
 
@@ -9,12 +12,12 @@ import time
 
 from flask import Blueprint, Response, jsonify, request
 
-from .. import control, queues, storage
+from .. import control, keys, queues, storage
 from .. import db as dbmod
 from ..errors import Unauthorized
 from ..metrics import render
 from ..redis_conn import get_redis
-from .pipeline import public, settings
+from .pipeline import presented_key, public, settings
 
 bp = Blueprint("health", __name__)
 
@@ -194,11 +197,40 @@ def _problem(name: str, comp: dict) -> str | None:
     return f"{name} {status}"
 
 
+def metrics_token_presented(s) -> bool:
+    """Whether the request carries METRICS_TOKEN as `Authorization: Bearer` (never true when
+    no token is configured)."""
+    if not s.metrics_token:
+        return False
+    presented = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    return hmac.compare_digest(presented.encode(), s.metrics_token.encode())
+
+
+def may_see_details(s) -> bool:
+    """The health report's components (workers, queues, storage, versions) are for operators:
+    callers presenting METRICS_TOKEN or a valid API key. An invalid key gets the bare status,
+    not a 401, so a probe with a stale key still reads up or down. The key is checked on a
+    short timeout: with the database down, only the token (or the admin CLI) sees details."""
+    if metrics_token_presented(s):
+        return True
+    raw = presented_key()
+    if not raw or not keys.KEY_RE.match(raw):
+        return False
+    try:
+        with dbmod.transaction(s.database_url, s.database_pool_size, timeout=3) as conn:
+            keys.authenticate(conn, raw)
+    except Exception:  # invalid key or no database: the caller gets the public answer
+        return False
+    return True
+
+
 @bp.get("/health")
 @public
 def health():
-    report = check_all(settings())
-    response = jsonify(report)
+    s = settings()
+    report = check_all(s)
+    body = report if may_see_details(s) else {"status": report["status"]}
+    response = jsonify(body)
     response.status_code = 503 if report["status"] == "unhealthy" else 200
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -216,8 +248,6 @@ def live():
 @public
 def metrics():
     s = settings()
-    if s.metrics_token:
-        presented = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(presented.encode(), s.metrics_token.encode()):
-            raise Unauthorized("metrics need the bearer token")
+    if s.metrics_token and not metrics_token_presented(s):
+        raise Unauthorized("metrics need the bearer token")
     return Response(render(s), mimetype="text/plain; version=0.0.4; charset=utf-8")
