@@ -267,9 +267,9 @@ def start_api(spawn):
             if proc.popen.poll() is not None:
                 raise RuntimeError("gunicorn exited:\n" + proc.log())
             try:
-                return requests.get(url + "/api/v1/health/live", timeout=1).ok
-            except requests.ConnectionError:
-                return False
+                return requests.get(url + "/api/v1/health/live", timeout=5).ok
+            except (requests.ConnectionError, requests.Timeout):
+                return False  # not listening yet, or still loading under load
 
         wait_for(up, timeout=30, what="gunicorn")
         return url
