@@ -88,3 +88,17 @@ def wait_for(predicate, *, timeout: float, interval: float = 0.1, what: str = "c
 def job_row(settings, job_id):
     with dbmod.connect(settings.database_url) as conn:
         return conn.execute("SELECT * FROM jobs WHERE id = %s", (job_id,)).fetchone()
+
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def monitoring_auth(secrets: str = "secrets") -> dict:
+    """The Authorization header for Prometheus, Alertmanager and the exporters of a deployed
+    inventory (its generated monitoring_web_password in var/<secrets>/)."""
+    import base64
+
+    with open(os.path.join(REPO_ROOT, "var", secrets, "monitoring_web_password")) as fh:
+        password = fh.read().split()[0]
+    token = base64.b64encode(f"monitoring:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}

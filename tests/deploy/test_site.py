@@ -15,6 +15,7 @@ import time
 import urllib.request
 
 import pytest
+from helpers import monitoring_auth
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECAP = re.compile(
@@ -122,7 +123,7 @@ def test_haproxy_routes_to_the_api_and_checks_its_health(deployed):
 def test_prometheus_scrapes_the_service(deployed):
     deadline = time.monotonic() + 60
     while True:
-        status, body = _get("http://127.0.0.1:9090/api/v1/targets")
+        status, body = _get("http://127.0.0.1:9090/api/v1/targets", monitoring_auth())
         targets = json.loads(body)["data"]["activeTargets"] if status == 200 else []
         up = {t["labels"]["job"] for t in targets if t["health"] == "up"}
         if {"ffmpeg_api", "node", "haproxy"} <= up or time.monotonic() > deadline:

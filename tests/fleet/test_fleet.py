@@ -27,6 +27,7 @@ import time
 
 import pytest
 import requests
+from helpers import monitoring_auth
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FLEET_SH = os.path.join(REPO, "tests", "fleet", "fleet.sh")
@@ -278,7 +279,11 @@ def test_both_api_hosts_are_up_in_haproxy(scaled_out):
 
 
 def _prometheus_api_targets() -> dict[str, str]:
-    body = requests.get(f"http://{MON}:9090/api/v1/targets?state=active", timeout=5).json()
+    body = requests.get(
+        f"http://{MON}:9090/api/v1/targets?state=active",
+        headers=monitoring_auth("secrets-fleet"),
+        timeout=5,
+    ).json()
     return {
         t["labels"]["instance"]: t["health"]
         for t in body["data"]["activeTargets"]

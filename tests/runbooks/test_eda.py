@@ -25,6 +25,7 @@ import urllib.request
 
 import pytest
 import yaml
+from helpers import monitoring_auth
 from runbook_helpers import (
     REPO,
     STORAGE,
@@ -58,14 +59,18 @@ SCALED_API_WORKERS = 12  # the api role derives 5 on this 2-CPU machine
 def _post(url: str, body: dict | None = None) -> int:
     data = json.dumps(body).encode() if body is not None else b""
     req = urllib.request.Request(
-        url, data=data, method="POST", headers={"Content-Type": "application/json"}
+        url,
+        data=data,
+        method="POST",
+        headers={"Content-Type": "application/json", **monitoring_auth()},
     )
     with urllib.request.urlopen(req, timeout=10) as resp:
         return resp.status
 
 
 def _get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as resp:
+    req = urllib.request.Request(url, headers=monitoring_auth())
+    with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())
 
 

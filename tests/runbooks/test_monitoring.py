@@ -18,6 +18,7 @@ import urllib.request
 
 import promql
 import pytest
+from helpers import monitoring_auth
 from runbook_helpers import (
     admin,
     assert_check_mode_changes_nothing,
@@ -39,7 +40,8 @@ BACKUP_DIR = "/var/backups/ffmpeg-api/postgresql"
 
 def prom(path: str, **params) -> dict:
     url = f"{PROMETHEUS}{path}?{urllib.parse.urlencode(params)}"
-    with urllib.request.urlopen(url, timeout=15) as resp:
+    req = urllib.request.Request(url, headers=monitoring_auth())
+    with urllib.request.urlopen(req, timeout=15) as resp:
         body = json.load(resp)
     assert body["status"] == "success", body
     return body["data"]
