@@ -33,6 +33,8 @@ INVENTORY = os.path.join(REPO, "inventories", "local", "hosts.yml")
 VENV_BIN = os.path.join(REPO, ".venv", "bin")
 ADMIN = "/usr/local/bin/ffmpeg-api-admin"
 ENV_FILE = "/etc/ffmpeg-api/ffmpeg-api.env"
+# When this pytest session began (this module is imported at collection).
+SESSION_STARTED = time.time()
 API = "http://127.0.0.1:8080/api/v1"
 RECAP = re.compile(
     r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M
