@@ -5,17 +5,25 @@
   Outputs of completed jobs are never touched here (archiving them is a separate, explicit step).
 - uploads table: with the orphans, records of uploads whose file is gone (removed by hand) are
   dropped, so they stop counting against their user's storage quota.
+- tmp/<job>.<attempt>/: the work directory of an attempt that can no longer run (see
+  `dead_attempt_dirs`), removed by the workers' maintenance pass without waiting for its age.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import uuid
 
 import psycopg
 
 from . import storage
 from .settings import Settings
+
+ATTEMPT_DIR_RE = re.compile(
+    r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.(\d+)$"
+)
+FINISHED = ("completed", "failed", "cancelled")
 
 
 def _job_id_of(name: str) -> str | None:
@@ -99,3 +107,65 @@ def _size(path: str) -> int:
         return os.lstat(path).st_size
     except FileNotFoundError:
         return 0
+
+
+def attempt_dirs(settings: Settings) -> dict[str, list[tuple[int, str]]]:
+    """The work directories in tmp/ (named <job id>.<attempt>, as the worker names them), by
+    job id: [(attempt, path)]. Anything else in tmp/ (uploads in progress, plan checks) is not
+    an attempt's and is left to the age-based cleanup."""
+    found: dict[str, list[tuple[int, str]]] = {}
+    try:
+        entries = list(os.scandir(settings.tmp_dir))
+    except FileNotFoundError:
+        return found
+    for entry in entries:
+        match = ATTEMPT_DIR_RE.match(entry.name)
+        if match and entry.is_dir(follow_symlinks=False):
+            found.setdefault(match.group(1), []).append((int(match.group(2)), entry.path))
+    return found
+
+
+def dead_attempt_dirs(
+    conn: psycopg.Connection, settings: Settings, found: dict | None = None
+) -> list[str]:
+    """Work directories of attempts that provably no longer run.
+
+    - The job has moved on to a later attempt: a requeue (worker lost, or its work horse
+      died) bumped retry_count, and the superseded attempt cannot claim, heartbeat or publish
+      under it any more. This is what a SIGKILLed attempt leaves behind.
+    - The directory is the current attempt's but the job finished (completed, failed or
+      cancelled) longer than JOB_HEARTBEAT_TIMEOUT ago: a live attempt notices a cancel within
+      a second and removes its own directory, so one still there is a dead attempt's (the
+      last lost attempt of a job that gave up).
+
+    The current attempt of a queued or processing job is never returned, nor a directory
+    whose job has no row (the age-based tmp cleanup decides those)."""
+    found = attempt_dirs(settings) if found is None else found
+    if not found:
+        return []
+    rows = conn.execute(
+        "SELECT id, status, retry_count,"
+        " updated_at < now() - make_interval(secs => %s) AS settled"
+        " FROM jobs WHERE id = ANY(%s::uuid[])",
+        (settings.job_heartbeat_timeout, list(found)),
+    ).fetchall()
+    conn.rollback()
+    dead = []
+    for row in rows:
+        for attempt, path in found.get(str(row["id"]), ()):
+            superseded = attempt < row["retry_count"]
+            finished = row["status"] in FINISHED and row["settled"]
+            if superseded or (attempt == row["retry_count"] and finished):
+                dead.append(path)
+    return sorted(dead)
+
+
+def remove_dead_attempt_dirs(
+    conn: psycopg.Connection, settings: Settings, found: dict | None = None
+) -> list[str]:
+    """Remove `dead_attempt_dirs`; returns them relative to the storage root."""
+    removed = []
+    for path in dead_attempt_dirs(conn, settings, found):
+        storage.remove(path)
+        removed.append(storage.relative(settings.storage_root, path))
+    return removed

@@ -2,8 +2,10 @@
 
 The worker process is RQ's own `Worker` (forking a work horse per job). Beside it runs a
 maintenance thread that (a) requeues jobs whose worker was lost, (b) reconciles Redis with
-PostgreSQL, and (c) for GPU workers, advertises the capacity the API checks before accepting
-`hardware=gpu`. Only one worker in the fleet does (a) and (b) per interval (a Redis lock).
+PostgreSQL, (c) for GPU workers, advertises the capacity the API checks before accepting
+`hardware=gpu`, (d) registers the worker again when Redis lost its registration, and
+(e) removes the work directories of dead attempts. Only one worker in the fleet does (a) and
+(b) per interval (a Redis lock); every worker does (c), (d) and (e) on every pass.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ import threading
 import time
 
 import redis
-from rq import Queue, Worker, get_current_job
+from rq import Queue, Worker, get_current_job, worker_registration
 
-from . import db, jobs, metrics, ownership, queues, storage, webhooks
+from . import db, housekeeping, jobs, metrics, ownership, queues, storage, webhooks
 from .media import gpu as media_gpu
 from .media import plan as media_plan
 from .media import probe as media_probe
@@ -289,7 +291,52 @@ def publish(
 
 
 class FFmpegWorker(Worker):
-    """RQ's worker, plus an immediate requeue when a work horse dies mid-job."""
+    """RQ's worker, plus an immediate requeue when a work horse dies mid-job, and a
+    registration that survives Redis losing its data."""
+
+    registration_closed = False  # set once the worker has registered its death
+
+    def register_death(self):
+        self.registration_closed = True
+        super().register_death()
+
+    def heartbeat(self, timeout=None, pipeline=None):
+        super().heartbeat(timeout, pipeline)
+        if pipeline is None:  # inside a caller's pipeline nothing can be read back
+            self.ensure_registered()
+
+    def ensure_registered(self) -> bool:
+        """Register again when Redis has lost this worker's registration (FLUSHALL, a Redis
+        restarted without its data); True when it had to.
+
+        RQ registers a worker only at birth; its heartbeat refreshes the hash's TTL (and after
+        a flush recreates it with `last_heartbeat` alone) but never re-adds the worker to
+        `rq:workers`, which health and the ffmpeg_workers metric count. A worker still taking
+        jobs would otherwise look dead (NoWorkers) until it is restarted. This is RQ's own
+        birth registration, minus its refusal of an existing key and with the birth date,
+        state and current job kept."""
+        if self.registration_closed or self.birth_date is None or self.last_heartbeat is None:
+            return False  # not born yet (RQ's register_birth is about to run), or shutting down
+        key = self.key
+        queue_keys = [worker_registration.WORKERS_BY_QUEUE_KEY % q for q in self.queue_names()]
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.sismember(self.redis_workers_keys, key)
+            pipe.hexists(key, "birth")
+            for queue_key in queue_keys:
+                pipe.sismember(queue_key, key)
+            if all(pipe.execute()):
+                return False
+        record = {**self.serialize(), "state": self.get_state()}
+        execution = getattr(self, "execution", None)
+        if self.get_state() == "busy" and execution is not None:
+            record["current_job"] = execution.job_id
+        with self.connection.pipeline() as pipe:
+            pipe.hset(key, mapping=record)
+            worker_registration.register(self, pipe)
+            pipe.expire(key, self.worker_ttl + 60)
+            pipe.execute()
+        log.warning("worker %s: its registration was missing from Redis; registered again", key)
+        return True
 
     def handle_work_horse_killed(self, job, retpid, ret_val, rusage):
         job_id = job.args[0] if job.args else None
@@ -306,14 +353,29 @@ class FFmpegWorker(Worker):
                     self.name,
                     reason=f"work horse {retpid} died (status {ret_val})",
                 )
+                remove_dead_attempts(conn, settings)
         except Exception:
             log.exception("could not release job %s after its horse died", job_id)
 
 
-def maintenance_loop(settings: Settings, name: str, kind: str, stop: threading.Event) -> None:
+def remove_dead_attempts(conn, settings: Settings, found: dict | None = None) -> None:
+    removed = housekeeping.remove_dead_attempt_dirs(conn, settings, found)
+    if removed:
+        log.warning("removed the work directories of dead attempts: %s", ", ".join(removed))
+
+
+def maintenance_loop(
+    settings: Settings,
+    name: str,
+    kind: str,
+    stop: threading.Event,
+    worker: FFmpegWorker | None = None,
+) -> None:
     conn_r = get_redis(settings.redis_url)
     while not stop.is_set():
         try:
+            if worker is not None:
+                worker.ensure_registered()
             if kind == "gpu":
                 conn_r.zadd(
                     jobs.GPU_WORKERS_KEY, {name: time.time() + 3 * settings.orphan_scan_interval}
@@ -332,6 +394,11 @@ def maintenance_loop(settings: Settings, name: str, kind: str, stop: threading.E
                     fixed = jobs.reconcile(conn, conn_r, settings, min_age_seconds=30)
                     if fixed["changed"]:
                         log.warning("reconcile requeued %s", fixed["requeued"])
+            # On every worker, not only the lock holder: tmp/ may be local to each host.
+            found = housekeeping.attempt_dirs(settings)
+            if found:
+                with db.connect(settings.database_url) as conn:
+                    remove_dead_attempts(conn, settings, found)
         except Exception:
             log.exception("worker maintenance pass failed; retrying next interval")
         stop.wait(settings.orphan_scan_interval)
@@ -403,7 +470,7 @@ def run_worker(
     stop = threading.Event()
     thread = threading.Thread(
         target=maintenance_loop,
-        args=(settings, name, kind, stop),
+        args=(settings, name, kind, stop, worker),
         name="ffmpeg-api-maintenance",
         daemon=True,
     )
