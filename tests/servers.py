@@ -11,6 +11,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -69,6 +70,9 @@ class PostgresServer:
             capture_output=True,
             **self._demote(),
         )
+        self._launch()
+
+    def _launch(self) -> None:
         self.proc = subprocess.Popen(
             [
                 os.path.join(self.bindir, "postgres"),
@@ -90,7 +94,7 @@ class PostgresServer:
                 "max_connections=200",
             ],
             stdout=subprocess.DEVNULL,
-            stderr=open(os.path.join(self.base, "postgres.log"), "w"),
+            stderr=open(os.path.join(self.base, "postgres.log"), "a"),
             **self._demote(),
         )
         deadline = time.time() + 30
@@ -111,6 +115,16 @@ class PostgresServer:
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def halt(self) -> None:
+        """Stop the server (fast shutdown: clients are disconnected), keeping its data, so
+        that `resume` starts it again on the same port: an outage, not a new server."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(30)
+
+    def resume(self) -> None:
+        self._launch()
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -2,6 +2,10 @@
 
 Pools are created lazily and re-created after a fork (gunicorn and RQ both fork), because a
 libpq connection must never be shared between processes.
+
+Every connection has a bounded connect timeout (`DEFAULT_CONNECT_TIMEOUT`, unless the URL's
+`connect_timeout` or PGCONNECT_TIMEOUT says otherwise): libpq's own default is to wait
+indefinitely (psycopg: 130 s) for a host that does not answer.
 """
 
 from __future__ import annotations
@@ -12,11 +16,32 @@ from contextlib import contextmanager
 from importlib import resources
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 # Any constant works; it only has to be the same for every process migrating this database.
 MIGRATION_LOCK_ID = 0x46464D50  # "FFMP"
+
+# Seconds to establish a connection (libpq's minimum is 2). A refused connection fails at once
+# anyway; this bounds a host that drops packets (down, partitioned, firewalled).
+DEFAULT_CONNECT_TIMEOUT = 2
+
+# How long the pool retries a connection it could not make before it gives up; the next
+# request that finds the pool empty then starts a fresh attempt at once. psycopg's default,
+# 5 minutes with backoff 1 s, 2 s, 4 s ..., made the API come back up to minutes after
+# PostgreSQL did (22 s after a 40 s outage), each process on its own schedule. At 0.5 s an
+# attempt is at most half a second away, less than a request waits (DATABASE_POOL_TIMEOUT,
+# 1 s): the first request after PostgreSQL is back gets a connection.
+RECONNECT_TIMEOUT = 0.5
+
+
+def with_connect_timeout(url: str) -> str:
+    """`url`, with DEFAULT_CONNECT_TIMEOUT unless it (or PGCONNECT_TIMEOUT) sets one."""
+    if "connect_timeout" in conninfo_to_dict(url) or os.environ.get("PGCONNECT_TIMEOUT"):
+        return url
+    return make_conninfo(url, connect_timeout=DEFAULT_CONNECT_TIMEOUT)
+
 
 _pools: dict[tuple[str, int], tuple[int, ConnectionPool]] = {}
 _pools_lock = threading.Lock()
@@ -38,8 +63,21 @@ def get_pool(url: str, max_size: int = 10) -> ConnectionPool:
         if entry is not None and entry[0] == pid:
             return entry[1]
         # Inherited from a parent process: forget it without closing the parent's sockets.
+        pool: ConnectionPool | None = None
+
+        def check(conn: psycopg.Connection) -> None:
+            try:
+                ConnectionPool.check_connection(conn)
+            except Exception:
+                # One dead connection means a restart most likely killed them all: drop the
+                # idle ones now. Checked one by one, the pool would back off 1 s after the
+                # second failure, longer than a request waits (DATABASE_POOL_TIMEOUT).
+                if pool is not None:
+                    pool.drain()
+                raise
+
         pool = ConnectionPool(
-            url,
+            with_connect_timeout(url),
             min_size=1,
             max_size=max(1, max_size),
             # Autocommit: a read costs one round trip, not three (BEGIN is implicit, but the
@@ -48,7 +86,8 @@ def get_pool(url: str, max_size: int = 10) -> ConnectionPool:
             # A PostgreSQL restart (a runbook's restore, PITR, a config change) kills every
             # pooled connection; checking one before handing it out costs a round trip but
             # turns what would be a failed request into a reconnect.
-            check=ConnectionPool.check_connection,
+            check=check,
+            reconnect_timeout=RECONNECT_TIMEOUT,
             open=True,
             name=f"ffmpeg-api-{pid}",
         )
@@ -74,7 +113,7 @@ def transaction(url: str, max_size: int = 10, timeout: float = 10.0):
 
 def connect(url: str) -> psycopg.Connection:
     """A standalone connection for short-lived processes (CLI, worker horses)."""
-    return psycopg.connect(url, row_factory=dict_row, autocommit=False)
+    return psycopg.connect(with_connect_timeout(url), row_factory=dict_row, autocommit=False)
 
 
 def available_migrations() -> list[tuple[str, str]]:
@@ -102,7 +141,7 @@ def upgrade(url: str, *, dry_run: bool = False) -> list[str]:
     if dry_run:
         return pending_migrations(url)
     applied: list[str] = []
-    with psycopg.connect(url, row_factory=dict_row, autocommit=True) as conn:
+    with psycopg.connect(with_connect_timeout(url), row_factory=dict_row, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
         try:
             conn.execute(

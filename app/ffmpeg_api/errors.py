@@ -112,3 +112,48 @@ class StorageQuotaExceeded(InsufficientStorage):
     """The user's stored bytes would exceed their quota."""
 
     code = "storage_quota_exceeded"
+
+
+# What a client is told to wait after a dependency outage answer: long enough not to hammer a
+# recovering server, short enough that a blip costs a client little.
+DEPENDENCY_RETRY_AFTER = 5
+
+
+class DependencyUnavailable(Unavailable):
+    """PostgreSQL or Redis cannot be reached: a 503 with Retry-After, so load balancers,
+    clients and alert rules tell an outage from a bug (a 500)."""
+
+    code = "dependency_unavailable"
+
+    def __init__(self, dependency: str, *, retry_after: int = DEPENDENCY_RETRY_AFTER):
+        super().__init__(
+            f"{dependency} is unavailable; retry later",
+            headers={"Retry-After": str(retry_after)},
+        )
+        self.dependency = dependency
+
+
+# SQLSTATE classes and codes of a server that cannot serve at all: connection exceptions,
+# insufficient resources (too many connections, disk full), and a server shutting down or
+# starting up. Other OperationalErrors (a statement timeout, a deadlock, a lock not available)
+# are answers of a working server and stay what they are.
+_PG_OUTAGE_CLASSES = ("08", "53")
+_PG_OUTAGE_CODES = ("57P01", "57P02", "57P03")
+
+
+def unavailable_dependency(exc: BaseException) -> str | None:
+    """The dependency ("postgresql" or "redis") whose outage `exc` reports, else None."""
+    import psycopg
+    import redis.exceptions
+    from psycopg_pool import PoolTimeout
+
+    if isinstance(exc, PoolTimeout):
+        return "postgresql"
+    if isinstance(exc, psycopg.OperationalError):
+        state = exc.sqlstate
+        if state is None or state.startswith(_PG_OUTAGE_CLASSES) or state in _PG_OUTAGE_CODES:
+            return "postgresql"
+        return None
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return "redis"
+    return None

@@ -83,8 +83,13 @@ class LiveCollector:
         from .redis_conn import get_redis
 
         conn = get_redis(self.settings.redis_url)
+        # Measured at every scrape, by the queries that produce the figures below: 1 when
+        # they answered, 0 when they failed (with the same bounded timeouts requests use, so
+        # the gauge says 0 when requests get 503 dependency_unavailable).
         up = GaugeMetricFamily(
-            "ffmpeg_api_dependency_up", "Whether a dependency answered", labels=["dependency"]
+            "ffmpeg_api_dependency_up",
+            "Whether a dependency answered this scrape's queries",
+            labels=["dependency"],
         )
         try:
             yield from self._redis_figures(conn)
@@ -176,7 +181,9 @@ class LiveCollector:
             "ffmpeg_jobs_in_state", "Jobs currently in each status", labels=["status"]
         )
         with db.transaction(
-            self.settings.database_url, self.settings.database_pool_size, timeout=3
+            self.settings.database_url,
+            self.settings.database_pool_size,
+            timeout=self.settings.database_pool_timeout,
         ) as c:
             rows = {
                 r["status"]: r["n"]

@@ -39,6 +39,12 @@ class Settings:
     database_pool_size: int = _setting(
         "DATABASE_POOL_SIZE", 10, "Maximum PostgreSQL connections per API process."
     )
+    database_pool_timeout: float = _setting(
+        "DATABASE_POOL_TIMEOUT",
+        1.0,
+        "Seconds a request waits for a PostgreSQL connection before it answers 503"
+        " dependency_unavailable.",
+    )
     redis_url: str = _setting("REDIS_URL", "redis://localhost:6379/0", "Redis connection URL.")
     storage_root: str = _setting(
         "STORAGE_ROOT",

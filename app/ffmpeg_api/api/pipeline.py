@@ -14,6 +14,8 @@ import sys
 import time
 import uuid
 
+import psycopg
+import redis.exceptions
 from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
@@ -21,12 +23,14 @@ from .. import control, keys, ratelimit, storage
 from .. import db as dbmod
 from ..errors import (
     ApiError,
+    DependencyUnavailable,
     Forbidden,
     JsonTooDeep,
     JsonTooLarge,
     RateLimited,
     Unavailable,
     ValidationError,
+    unavailable_dependency,
 )
 from ..metrics import HTTP_DURATION, HTTP_QUEUE, HTTP_REQUESTS, KEY_USAGE, RATE_LIMITED
 from ..redis_conn import get_redis
@@ -64,7 +68,9 @@ def db():
         s = settings()
         pool = dbmod.get_pool(s.database_url, s.database_pool_size)
         g.db_pool = pool
-        g.db_conn = pool.getconn(timeout=10)
+        # Bounded: while PostgreSQL is down the pool has nothing to lend, and a request that
+        # waited longer would only turn an outage into a slow answer (PoolTimeout is a 503).
+        g.db_conn = pool.getconn(timeout=s.database_pool_timeout)
     return g.db_conn
 
 
@@ -222,6 +228,24 @@ def init_app(app: Flask, s) -> None:
         )
         response.status_code = exc.code or 500
         return response
+
+    # PoolTimeout is an OperationalError; redis' ConnectionError and TimeoutError are not.
+    @app.errorhandler(psycopg.OperationalError)
+    @app.errorhandler(redis.exceptions.ConnectionError)
+    @app.errorhandler(redis.exceptions.TimeoutError)
+    def dependency_error(exc: Exception):
+        dependency = unavailable_dependency(exc)
+        if dependency is None:  # a working server's answer (deadlock, statement timeout)
+            return unexpected(exc)
+        log.warning(
+            "%s unavailable in %s %s: %s: %s",
+            dependency,
+            request.method,
+            request.path,
+            exc.__class__.__name__,
+            str(exc).strip().splitlines()[0] if str(exc).strip() else "",
+        )
+        return api_error(DependencyUnavailable(dependency))
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
