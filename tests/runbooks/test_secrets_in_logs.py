@@ -24,6 +24,12 @@ from runbook_helpers import REPO, SESSION_STARTED, playbook, service_env
 
 LOG_ROOT = "/var/log"
 SECRETS_DIR = os.path.join(REPO, "var", "secrets")
+# Every playbook run's record (the ffmpeg_api.ops.runbook_record callback), and the bundles the
+# diagnostics runbook collects.
+RUN_RECORDS = [
+    os.path.join(REPO, "var", "runbook-records"),
+    os.path.join(REPO, "var", "diagnostics"),
+]
 # Raw API keys as keys.create makes them (a key id, then 32 random bytes, URL-safe base64).
 RAW_KEY = re.compile(rb"fk_[a-z0-9]+_[A-Za-z0-9_-]{43}")
 SECRET_SETTINGS = ("METRICS_TOKEN", "WEBHOOK_SECRET")
@@ -60,6 +66,15 @@ def _log_files() -> list[str]:
             continue  # binary journal files (no journald runs here)
         paths += [os.path.join(root, f) for f in files]
     return [p for p in paths if os.path.isfile(p) and not os.path.islink(p)]
+
+
+def _run_records() -> list[str]:
+    """Files of the run records written since the session began."""
+    paths = []
+    for top in RUN_RECORDS:
+        for root, _dirs, files in os.walk(top):
+            paths += [os.path.join(root, f) for f in files]
+    return [p for p in paths if os.path.isfile(p) and os.path.getmtime(p) >= SESSION_STARTED]
 
 
 def _read(path: str) -> bytes:
@@ -103,6 +118,8 @@ def test_no_secret_in_any_host_log_or_run_record(stack):
     )
     records = {f"output of run {i}": r.out.encode() for i, r in enumerate(runs)}
     records.update({path: _since_session(_read(path)) for path in _log_files()})
+    records.update({path: _read(path) for path in _run_records()})
+    assert any("runbook-records" in p for p in records), sorted(records)
     assert any(p.endswith("syslog") or p.endswith("user.log") for p in records), sorted(records)
 
     leaks = []
