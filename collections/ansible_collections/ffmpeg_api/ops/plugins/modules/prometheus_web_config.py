@@ -47,6 +47,7 @@ attributes:
     details: The diff names the users added, re-hashed and removed, never a password or a hash.
   idempotent:
     support: full
+    description: Users whose password still verifies against the file's hash report no change.
 author:
   - FFmpeg API Ops team (@ffmpeg-api-ops)
 """
