@@ -278,7 +278,15 @@ def test_database_performance_threshold_analyze_and_report(stack):
             )
 
         assert state()[1] == "never"
-        perf_vars = {"database_slow_query_threshold_ms": wanted, "database_analyze": True}
+        # The report lists the top statements and tables: enough of them that this test's own
+        # appear whatever else the earlier tests left behind (with the default 10, the small
+        # scratch table could rank after the service's own tables, and pg_sleep after slower
+        # statements of a loaded machine).
+        perf_vars = {
+            "database_slow_query_threshold_ms": wanted,
+            "database_analyze": True,
+            "database_top": 100,
+        }
         assert_check_mode_changes_nothing("database_performance.yml", state, extra_vars=perf_vars)
         run = playbook("database_performance.yml", extra_vars=perf_vars)
         assert run.changed >= 1
@@ -286,7 +294,18 @@ def test_database_performance_threshold_analyze_and_report(stack):
         assert state()[1] != "never"
         assert "pg_sleep" in run.out  # the slow statement is reported
         assert table in run.out  # among the table sizes
-        assert_second_run_changes_nothing("database_performance.yml", extra_vars=perf_vars)
+        # A second run does nothing the first did. The live service keeps writing its own tables
+        # meanwhile (workers, keys, uploads), and ANALYZE of a table written since the first
+        # run is a change the module rightly reports: only that may remain, never this test's
+        # table again nor any other task.
+        second = playbook("database_performance.yml", extra_vars=perf_vars)
+        again = re.search(r"analyzed:(.*?)(?:\n\s*reindexed:)", second.out, re.S)
+        assert again, second.out[-3000:]
+        others = [t for t in second.changed_tasks() if "Diagnose and tune the database" not in t]
+        assert not others, others
+        assert table not in again.group(1), again.group(1)
+        if second.changed:
+            print(f"second run analyzed tables the service wrote meanwhile: {again.group(1)}")
     finally:
         superuser_sql("ALTER SYSTEM RESET log_min_duration_statement")
         superuser_sql("SELECT pg_reload_conf()")
