@@ -567,12 +567,17 @@ def _storm(alert: str, marker: str) -> dict:
 
 
 class SlowUploads:
-    """Clients uploading media at their own pace: each sends UPLOAD_BYTES over UPLOAD_SECONDS
-    through HAProxy, again and again, with `Expect: 100-continue` (curl's default for large
-    bodies): the body follows only once an API process took the request, so each upload holds
-    a sync gunicorn process for its whole length, and more clients than processes queue.
-    (Without Expect the proxy path's socket buffers, up to 32 MiB here, absorb whole bodies
-    while a request waits, and then no process is ever held.)"""
+    """Clients uploading media at their own pace: each sends UPLOAD_BYTES over UPLOAD_SECONDS,
+    again and again, with `Expect: 100-continue` (curl's default for large bodies): the body
+    follows only once an API process took the request, so each upload holds a sync gunicorn
+    process for its whole length, and more clients than processes queue.
+
+    They go straight to the API's port, not through HAProxy: HAProxy now gives uploads at most
+    loadbalancer_upload_slots processes and one client at most four uploads (issue 14 item 3),
+    which is exactly what keeps this overload from happening there. They stand in for the
+    proxy as HAProxy would: from its address (127.0.0.2, the local inventory's only trusted
+    proxy), with the X-Request-Start stamp the latency histogram counts from, so the time an
+    upload waits for a process is measured as before."""
 
     UPLOAD_BYTES = 4 * 1024 * 1024
     UPLOAD_SECONDS = 2.0
@@ -598,10 +603,13 @@ class SlowUploads:
             t.join(timeout=60)
 
     def _upload(self, name: str) -> int:
-        with socket.create_connection(("127.0.0.1", 8080), timeout=60) as sock:
+        with socket.create_connection(
+            ("127.0.0.1", 8000), timeout=60, source_address=("127.0.0.2", 0)
+        ) as sock:
             sock.sendall(
                 (
                     f"POST /api/v1/files?name={name} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    f"X-Request-Start: t={int(time.time() * 1000)}\r\n"
                     f"X-API-Key: {self.key}\r\nContent-Type: application/octet-stream\r\n"
                     f"Content-Length: {self.UPLOAD_BYTES}\r\nExpect: 100-continue\r\n"
                     "Connection: close\r\n\r\n"
