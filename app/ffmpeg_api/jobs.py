@@ -490,6 +490,40 @@ def release_lost(
     )
 
 
+def release_worker_jobs(
+    conn: psycopg.Connection,
+    redis_conn: redis.Redis,
+    settings: Settings,
+    worker_id: str,
+    *,
+    reason: str,
+) -> dict:
+    """Requeue at once every job still marked as held by `worker_id`, whose process is known
+    to be gone (a worker restarted under its fixed name finds its predecessor's jobs): no
+    need to wait JOB_HEARTBEAT_TIMEOUT for the heartbeat to go stale."""
+    rows = conn.execute(
+        "SELECT * FROM jobs WHERE status = 'processing' AND worker_id = %s ORDER BY started_at",
+        (worker_id,),
+    ).fetchall()
+    conn.rollback()
+    requeued, failed = [], []
+    for row in rows:
+        outcome = _requeue_or_fail(
+            conn,
+            redis_conn,
+            settings,
+            row,
+            reason=reason,
+            guard="worker_id = %s AND rq_job_id = %s",
+            guard_params=(worker_id, row["rq_job_id"]),
+        )
+        if outcome == "requeued":
+            requeued.append(str(row["id"]))
+        elif outcome == "failed":
+            failed.append(str(row["id"]))
+    return {"changed": bool(requeued or failed), "requeued": requeued, "failed": failed}
+
+
 def _requeue_or_fail(
     conn, redis_conn, settings: Settings, row: dict, *, reason: str, guard: str, guard_params: tuple
 ) -> str | None:

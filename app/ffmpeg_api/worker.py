@@ -17,10 +17,11 @@ import socket
 import threading
 import time
 
+import psycopg
 import redis
 from rq import Queue, Worker, get_current_job, worker_registration
 
-from . import db, housekeeping, jobs, metrics, ownership, queues, storage, webhooks
+from . import db, housekeeping, jobs, lifeline, metrics, ownership, queues, storage, webhooks
 from .media import gpu as media_gpu
 from .media import plan as media_plan
 from .media import probe as media_probe
@@ -434,6 +435,58 @@ def clear_stale_registration(conn_r: redis.Redis, name: str) -> bool:
     return True
 
 
+def name_in_use(name: str) -> bool:
+    """Whether another live process of this host runs as worker `name` (its command line
+    says `--name <name>`): a predecessor's work horse that outlived it, or a second worker
+    started by hand under the same name. Zombies do not count."""
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                args = fh.read().split(b"\0")
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                state = fh.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state in (b"Z", b"X") or b"worker" not in args:
+            continue
+        wanted = name.encode()
+        if (
+            any(
+                a == b"--name" and i + 1 < len(args) and args[i + 1] == wanted
+                for i, a in enumerate(args)
+            )
+            or b"--name=" + wanted in args
+        ):
+            return True
+    return False
+
+
+def release_predecessor_jobs(conn_r: redis.Redis, settings: Settings, name: str) -> dict | None:
+    """A worker restarted under its fixed name (supervisor's `<host>.<n>.<kind>`, systemd's
+    `%H.%i.<kind>`) requeues the jobs its killed predecessor held, at once rather than after
+    JOB_HEARTBEAT_TIMEOUT. Only when no process of this host still runs under that name:
+    the predecessor's children die with it (`lifeline`), so a live one means it is not dead.
+    """
+    if name_in_use(name):
+        log.warning("another process runs as worker %s; its jobs are left to it", name)
+        return None
+    with db.connect(settings.database_url) as conn:
+        found = jobs.release_worker_jobs(
+            conn, conn_r, settings, name, reason=f"worker {name} restarted; its process had died"
+        )
+    if found["changed"]:
+        log.warning(
+            "worker %s: requeued the jobs its dead predecessor held: %s (failed: %s)",
+            name,
+            ", ".join(found["requeued"]) or "none",
+            ", ".join(found["failed"]) or "none",
+        )
+    return found
+
+
 def run_worker(
     settings: Settings,
     kind: str,
@@ -460,7 +513,14 @@ def run_worker(
     conn_r = redis.Redis.from_url(
         settings.redis_url, socket_connect_timeout=5, socket_timeout=worker_ttl + 30
     )
+    # Every child RQ forks (the work horse, the scheduler) dies with this process, so a
+    # SIGKILL leaves nothing running outside the process manager.
+    lifeline.arm_every_fork()
     clear_stale_registration(conn_r, name)
+    try:
+        release_predecessor_jobs(conn_r, settings, name)
+    except (psycopg.Error, redis.RedisError):  # the heartbeat reaper catches them later
+        log.exception("worker %s: could not release its predecessor's jobs", name)
     worker = FFmpegWorker(
         [Queue(q, connection=conn_r) for q in queue_names],
         connection=conn_r,

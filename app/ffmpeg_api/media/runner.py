@@ -3,17 +3,15 @@
 `run_step` never blocks on a pipe: stdout (`-progress pipe:1` key=value blocks) and stderr
 are multiplexed with `selectors`, so `should_cancel()` and the timeout are checked every
 `poll_interval` even while ffmpeg is silent. Cancel/timeout: SIGTERM, then SIGKILL after
-1 s. Every ffmpeg child gets PR_SET_PDEATHSIG=SIGKILL, so it dies with the worker even if
-the worker is SIGKILLed. Note that Linux sends that signal when the *thread* that spawned
-the child exits, so call `run_step` from a thread that outlives the step (e.g. the main
-thread of the job process).
+1 s. Every ffmpeg child gets PR_SET_PDEATHSIG=SIGKILL (`lifeline`), so it dies with the
+worker even if the worker is SIGKILLed. Linux sends that signal when the *thread* that
+spawned the child exits, so call `run_step` from a thread that outlives the step (e.g. the
+main thread of the job process).
 """
 
 from __future__ import annotations
 
 import collections
-import ctypes
-import ctypes.util
 import os
 import re
 import selectors
@@ -23,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from ffmpeg_api import lifeline
 from ffmpeg_api.media.plan import Step
 
 
@@ -90,35 +89,6 @@ class PlanResult:
                 lines.append(f"== {name} ==")
                 lines.extend(res.stderr_tail.splitlines())
         return "\n".join(lines[-self.max_log_lines :])
-
-
-# --------------------------------------------------------------------------- pdeathsig
-
-_PR_SET_PDEATHSIG = 1
-try:  # resolved before any fork so the child only makes a plain foreign call
-    _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    _prctl = _libc.prctl
-    _prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    _prctl.restype = ctypes.c_int
-except (OSError, AttributeError):  # pragma: no cover - non-Linux
-    _prctl = None
-
-
-def _make_preexec() -> Callable[[], None] | None:
-    if _prctl is None:  # pragma: no cover
-        return None
-    parent = os.getpid()
-    prctl = _prctl
-    sigkill = int(signal.SIGKILL)
-    getppid = os.getppid
-    exit_ = os._exit
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, sigkill, 0, 0, 0)
-        if getppid() != parent:  # parent already gone before prctl took effect
-            exit_(1)
-
-    return preexec
 
 
 # --------------------------------------------------------------------------- progress
@@ -256,7 +226,7 @@ def run_step(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=step.work_dir or None,
-        preexec_fn=_make_preexec(),
+        preexec_fn=lifeline.preexec(),
         close_fds=True,
     )
     sel = selectors.DefaultSelector()
