@@ -7,7 +7,8 @@ from ffmpeg_api import ratelimit
 from ffmpeg_api.api.pipeline import MAX_QUEUE_SECONDS, client_ip, queue_seconds
 from ffmpeg_api.cli import parse_duration
 from ffmpeg_api.keys import KEY_RE, generate, hash_key
-from ffmpeg_api.webhooks import is_internal, sign
+from ffmpeg_api.netguard import is_internal
+from ffmpeg_api.webhooks import sign
 
 TRUSTED = [ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("10.0.0.0/8")]
 

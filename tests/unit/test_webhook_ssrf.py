@@ -13,7 +13,7 @@ import pytest
 
 from ffmpeg_api import webhooks
 from ffmpeg_api.errors import ValidationError
-from ffmpeg_api.webhooks import is_internal
+from ffmpeg_api.netguard import is_internal
 
 NAME = "hooks.example.test"
 
