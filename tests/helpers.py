@@ -85,6 +85,25 @@ def wait_for(predicate, *, timeout: float, interval: float = 0.1, what: str = "c
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def submit(client, key, body) -> str:
+    """POST /convert through a Flask test client with a key fixture; the accepted job's id."""
+    r = client.post("/api/v1/convert", headers=key["headers"], json=body)
+    assert r.status_code == 202, r.json
+    return r.json["id"]
+
+
+def slow_job(clips) -> dict:
+    """A job body that runs for several seconds on this machine (8 s of the long clip at
+    x264's veryslow preset): long enough to be caught, and killed, mid-transcode."""
+    return {
+        "input": clips["long.mp4"],
+        "operations": [
+            {"type": "trim", "start": 0, "duration": 8},
+            {"type": "transcode", "video_codec": "h264", "preset": "veryslow"},
+        ],
+    }
+
+
 def job_row(settings, job_id):
     with dbmod.connect(settings.database_url) as conn:
         return conn.execute("SELECT * FROM jobs WHERE id = %s", (job_id,)).fetchone()

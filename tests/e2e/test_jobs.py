@@ -13,7 +13,7 @@ import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import redis
-from helpers import env_for, job_row, parent, wait_for
+from helpers import env_for, job_row, parent, submit, wait_for
 
 
 def ffprobe(path):
@@ -28,12 +28,6 @@ def ffprobe(path):
 
 def stream(info, kind):
     return next(s for s in info["streams"] if s["codec_type"] == kind)
-
-
-def submit(client, key, body):
-    r = client.post("/api/v1/convert", headers=key["headers"], json=body)
-    assert r.status_code == 202, r.json
-    return r.json["id"]
 
 
 def wait_status(client, key, job_id, statuses=("completed", "failed", "cancelled"), timeout=90):

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 
-from helpers import job_row, wait_for
+from helpers import job_row, slow_job, submit, wait_for
 
 from ffmpeg_api import housekeeping
 
@@ -16,27 +16,11 @@ from ffmpeg_api import housekeeping
 # (1 s), so the lost attempt is requeued within seconds.
 
 
-def submit(client, key, body):
-    r = client.post("/api/v1/convert", headers=key["headers"], json=body)
-    assert r.status_code == 202, r.json
-    return r.json["id"]
-
-
 def test_sigkilled_attempt_leaves_no_work_directory(
     client, user_key, clips, settings, start_worker, capsys
 ):
     worker = start_worker(settings, name="workdir-victim")
-    job_id = submit(
-        client,
-        user_key,
-        {
-            "input": clips["long.mp4"],
-            "operations": [
-                {"type": "trim", "start": 0, "duration": 8},
-                {"type": "transcode", "video_codec": "h264", "preset": "veryslow"},
-            ],
-        },
-    )
+    job_id = submit(client, user_key, slow_job(clips))
     killed_dir = os.path.join(settings.tmp_dir, f"{job_id}.0")
 
     def writing():

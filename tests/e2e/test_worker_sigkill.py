@@ -11,7 +11,7 @@ import sys
 import time
 
 import redis
-from helpers import job_row, wait_for
+from helpers import job_row, slow_job, submit, wait_for
 
 from ffmpeg_api import worker as worker_mod
 
@@ -29,12 +29,6 @@ def alive(pid: int) -> bool:
         return False
 
 
-def submit(client, key, body):
-    r = client.post("/api/v1/convert", headers=key["headers"], json=body)
-    assert r.status_code == 202, r.json
-    return r.json["id"]
-
-
 def test_sigkilled_worker_leaves_no_orphans_and_its_job_runs_again_within_seconds(
     client, user_key, clips, make_settings, start_worker, capsys
 ):
@@ -44,17 +38,7 @@ def test_sigkilled_worker_leaves_no_orphans_and_its_job_runs_again_within_second
         conn_r.delete(key)
     victim = start_worker(settings, name="sigkill-victim")
     wait_for(victim.descendants, timeout=20, what="the worker's RQ scheduler process")
-    job_id = submit(
-        client,
-        user_key,
-        {
-            "input": clips["long.mp4"],
-            "operations": [
-                {"type": "trim", "start": 0, "duration": 8},
-                {"type": "transcode", "video_codec": "h264", "preset": "veryslow"},
-            ],
-        },
-    )
+    job_id = submit(client, user_key, slow_job(clips))
 
     def running():
         job = client.get(f"/api/v1/jobs/{job_id}", headers=user_key["headers"]).json

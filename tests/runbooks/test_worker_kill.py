@@ -33,6 +33,15 @@ def worker_pids() -> dict[str, int]:
     return pids
 
 
+def all_jobs(ids: list[str], condition: str) -> bool:
+    """Whether every job of `ids` meets the SQL condition."""
+    rows = sql(
+        f"SELECT count(*) FROM jobs WHERE id = ANY(%s::uuid[]) AND {condition}",
+        (ids,),
+    )
+    return rows[0][0] == len(ids)
+
+
 def stat(pid: int) -> tuple[str, int] | None:
     """(state, parent pid) of a process; None once it is gone."""
     try:
@@ -85,12 +94,7 @@ def test_sigkill_of_every_worker_leaves_no_orphan_and_jobs_run_again_within_seco
     ids = submit_transcodes(api_key["api_key"], source, len(before), 360, "veryslow")
 
     def all_running():
-        rows = sql(
-            "SELECT count(*) FROM jobs WHERE id = ANY(%s::uuid[]) AND status = 'processing'"
-            " AND progress > 0",
-            (ids,),
-        )
-        return rows[0][0] == len(ids)
+        return all_jobs(ids, "status = 'processing' AND progress > 0")
 
     wait_for("every worker running a job", all_running, timeout=120, interval=0.2)
     forked = [p for pid in before.values() for p in descendants(pid)]
@@ -114,12 +118,7 @@ def test_sigkill_of_every_worker_leaves_no_orphan_and_jobs_run_again_within_seco
     wait_for("supervisor to restart every worker", restarted, timeout=RESTART_TARGET, interval=0.1)
 
     def running_again():
-        rows = sql(
-            "SELECT count(*) FROM jobs WHERE id = ANY(%s::uuid[]) AND retry_count = 1"
-            " AND status IN ('processing', 'completed')",
-            (ids,),
-        )
-        return rows[0][0] == len(ids)
+        return all_jobs(ids, "retry_count = 1 AND status IN ('processing', 'completed')")
 
     wait_for("every job to run again", running_again, timeout=RESTART_TARGET, interval=0.1)
     again = time.monotonic() - killed
@@ -132,12 +131,7 @@ def test_sigkill_of_every_worker_leaves_no_orphan_and_jobs_run_again_within_seco
     healthy_after = time.monotonic() - killed
 
     def all_done():
-        rows = sql(
-            "SELECT count(*) FROM jobs WHERE id = ANY(%s::uuid[])"
-            " AND status IN ('completed', 'failed', 'cancelled')",
-            (ids,),
-        )
-        return rows[0][0] == len(ids)
+        return all_jobs(ids, "status IN ('completed', 'failed', 'cancelled')")
 
     wait_for("every job to finish", all_done, timeout=300, interval=0.5)
     done = time.monotonic() - killed
