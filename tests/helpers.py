@@ -27,18 +27,41 @@ def env_for(settings: Settings) -> dict:
     return env
 
 
-def parent(pid: int | str) -> int | None:
-    """The parent pid of a process, read from /proc (None once it is gone)."""
+def proc_stat(pid: int | str) -> tuple[str, int] | None:
+    """(state, parent pid) of a process, read from /proc (None once it is gone)."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
-            return int(fh.read().rsplit(")", 1)[1].split()[1])
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return fields[0], int(fields[1])
     except OSError:
         return None
+
+
+def parent(pid: int | str) -> int | None:
+    """The parent pid of a process (None once it is gone)."""
+    stat = proc_stat(pid)
+    return stat[1] if stat else None
+
+
+def running(pid: int | str) -> bool:
+    """Whether a process runs (a zombie waiting to be reaped does not)."""
+    stat = proc_stat(pid)
+    return stat is not None and stat[0] not in ("Z", "X")
 
 
 def children(pid: int) -> list[int]:
     """The direct children of a process."""
     return [int(e) for e in os.listdir("/proc") if e.isdigit() and parent(e) == pid]
+
+
+def descendants(pid: int) -> list[int]:
+    """Children, grandchildren, ... of a process."""
+    found, frontier = [], [pid]
+    while frontier:
+        kids = children(frontier.pop())
+        found.extend(kids)
+        frontier.extend(kids)
+    return found
 
 
 class Proc:
@@ -55,12 +78,7 @@ class Proc:
             return fh.read()
 
     def descendants(self) -> list[int]:
-        found, frontier = [], [self.pid]
-        while frontier:
-            kids = children(frontier.pop())
-            found.extend(kids)
-            frontier.extend(kids)
-        return found
+        return descendants(self.pid)
 
     def stop(self, sig=signal.SIGTERM, timeout=15) -> None:
         if self.popen.poll() is None:
@@ -102,6 +120,16 @@ def slow_job(clips) -> dict:
             {"type": "transcode", "video_codec": "h264", "preset": "veryslow"},
         ],
     }
+
+
+def finished_job(client, key, job_id: str, timeout: float = 120) -> dict:
+    """GET /jobs/<id> until the job is completed, failed or cancelled; its last answer."""
+
+    def finished():
+        job = client.get(f"/api/v1/jobs/{job_id}", headers=key["headers"]).json
+        return job if job["status"] in ("completed", "failed", "cancelled") else None
+
+    return wait_for(finished, timeout=timeout, interval=0.2, what=f"job {job_id} to finish")
 
 
 def job_row(settings, job_id):

@@ -45,10 +45,9 @@ def preexec() -> Callable[[], None] | None:
     if _prctl is None:  # pragma: no cover
         return None
     parent = os.getpid()
-    arm = die_with_parent
 
     def run() -> None:
-        arm(parent)
+        die_with_parent(parent)
 
     return run
 

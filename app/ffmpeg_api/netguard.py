@@ -15,11 +15,11 @@ import socket
 
 
 class TargetUnresolvable(Exception):
-    """The webhook host has no address (a failed attempt: DNS may answer later)."""
+    """The target host has no address (a failed attempt: DNS may answer later)."""
 
 
 class TargetRefused(RuntimeError):
-    """The webhook host resolves to an address that is not public."""
+    """The target host resolves to an address that is not public."""
 
 
 def checked_addresses(host: str, port: int, *, allow_private: bool) -> list[tuple[int, tuple]]:

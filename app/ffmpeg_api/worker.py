@@ -440,6 +440,7 @@ def name_in_use(name: str) -> bool:
     says `--name <name>`): a predecessor's work horse that outlived it, or a second worker
     started by hand under the same name. Zombies do not count."""
     me = os.getpid()
+    wanted = name.encode()
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == me:
             continue
@@ -452,7 +453,6 @@ def name_in_use(name: str) -> bool:
             continue
         if state in (b"Z", b"X") or b"worker" not in args:
             continue
-        wanted = name.encode()
         if (
             any(
                 a == b"--name" and i + 1 < len(args) and args[i + 1] == wanted

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 
-from helpers import job_row, slow_job, submit, wait_for
+from helpers import finished_job, job_row, slow_job, submit, wait_for
 
 from ffmpeg_api import housekeeping
 
@@ -38,11 +38,7 @@ def test_sigkilled_attempt_leaves_no_work_directory(
     assert os.path.isdir(killed_dir)
     start_worker(settings, name="workdir-victim")  # the process manager restarts it
 
-    def finished():
-        job = client.get(f"/api/v1/jobs/{job_id}", headers=user_key["headers"]).json
-        return job if job["status"] in ("completed", "failed", "cancelled") else None
-
-    job = wait_for(finished, timeout=120, interval=0.2, what="the requeued job to finish")
+    job = finished_job(client, user_key, job_id)
     took = time.monotonic() - killed
     assert job["status"] == "completed", job["error"]
     assert job["retry_count"] == 1

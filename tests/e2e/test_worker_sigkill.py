@@ -11,22 +11,13 @@ import sys
 import time
 
 import redis
-from helpers import job_row, slow_job, submit, wait_for
+from helpers import finished_job, job_row, running, slow_job, submit, wait_for
 
 from ffmpeg_api import worker as worker_mod
 
 # Deployed values: the heartbeat reaper alone would take 60 s + a 15 s scan to requeue.
 SLOW_REAPER = {"job_heartbeat_timeout": 60.0, "orphan_scan_interval": 15.0}
 RESTART_TARGET = 10.0  # seconds from the SIGKILL until the job runs again
-
-
-def alive(pid: int) -> bool:
-    """A process that runs (a zombie waiting for PID 1 to reap it does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
 
 
 def test_sigkilled_worker_leaves_no_orphans_and_its_job_runs_again_within_seconds(
@@ -40,11 +31,11 @@ def test_sigkilled_worker_leaves_no_orphans_and_its_job_runs_again_within_second
     wait_for(victim.descendants, timeout=20, what="the worker's RQ scheduler process")
     job_id = submit(client, user_key, slow_job(clips))
 
-    def running():
+    def transcoding():
         job = client.get(f"/api/v1/jobs/{job_id}", headers=user_key["headers"]).json
         return job["status"] == "processing" and job["progress"] > 0
 
-    wait_for(running, timeout=60, interval=0.1, what="the job running on the victim")
+    wait_for(transcoding, timeout=60, interval=0.1, what="the job running on the victim")
     forked = victim.descendants()  # scheduler, work horse, ffmpeg
     assert len(forked) >= 3, forked
     os.kill(victim.pid, signal.SIGKILL)  # the worker process only, as an OOM kill would
@@ -52,7 +43,7 @@ def test_sigkilled_worker_leaves_no_orphans_and_its_job_runs_again_within_second
     killed = time.monotonic()
 
     wait_for(
-        lambda: not any(alive(p) for p in forked),
+        lambda: not any(running(p) for p in forked),
         timeout=3,
         interval=0.05,
         what=f"the killed worker's children {forked} to die with it",
@@ -68,11 +59,7 @@ def test_sigkilled_worker_leaves_no_orphans_and_its_job_runs_again_within_second
     wait_for(running_again, timeout=RESTART_TARGET, interval=0.1, what="the job to run again")
     restarted = time.monotonic() - killed
 
-    def finished():
-        job = client.get(f"/api/v1/jobs/{job_id}", headers=user_key["headers"]).json
-        return job if job["status"] in ("completed", "failed", "cancelled") else None
-
-    job = wait_for(finished, timeout=120, interval=0.2, what="the requeued job to finish")
+    job = finished_job(client, user_key, job_id)
     done = time.monotonic() - killed
     assert job["status"] == "completed", job["error"]
     assert job["retry_count"] == 1
@@ -95,7 +82,9 @@ def test_sigkilled_worker_leaves_no_orphans_and_its_job_runs_again_within_second
         )
 
 
-def test_a_live_process_under_the_same_name_keeps_its_jobs(client, user_key, clips, settings):
+def test_a_live_process_under_the_same_name_keeps_its_jobs(
+    client, user_key, clips, settings, db_conn
+):
     """The fast release is only for a dead predecessor: while any process of this host runs
     under the worker's name, its jobs stay with it (the heartbeat reaper is the judge)."""
     job_id = submit(
@@ -103,13 +92,12 @@ def test_a_live_process_under_the_same_name_keeps_its_jobs(client, user_key, cli
         user_key,
         {"input": clips["short.mp4"], "operations": [{"type": "thumbnail", "count": 1}]},
     )
-    with job_conn(settings) as conn:
-        conn.execute(
-            "UPDATE jobs SET status = 'processing', worker_id = 'twin', started_at = now(),"
-            " heartbeat_at = now() WHERE id = %s",
-            (job_id,),
-        )
-        conn.commit()
+    db_conn.execute(
+        "UPDATE jobs SET status = 'processing', worker_id = 'twin', started_at = now(),"
+        " heartbeat_at = now() WHERE id = %s",
+        (job_id,),
+    )
+    db_conn.commit()
     conn_r = redis.Redis.from_url(settings.redis_url)
     holder = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(60)", "worker", "--name", "twin"]
@@ -126,9 +114,3 @@ def test_a_live_process_under_the_same_name_keeps_its_jobs(client, user_key, cli
     row = job_row(settings, job_id)
     assert (row["status"], row["retry_count"], row["worker_id"]) == ("queued", 1, None)
     assert worker_mod.release_predecessor_jobs(conn_r, settings, "twin")["changed"] is False
-
-
-def job_conn(settings):
-    from ffmpeg_api import db
-
-    return db.connect(settings.database_url)

@@ -15,6 +15,7 @@ import os
 import subprocess
 import time
 
+from helpers import descendants, parent, running
 from runbook_helpers import STORAGE, http, make_input, sql, submit_transcodes, wait_for
 
 PROGRAM = "ffmpeg-api-worker"
@@ -42,38 +43,13 @@ def all_jobs(ids: list[str], condition: str) -> bool:
     return rows[0][0] == len(ids)
 
 
-def stat(pid: int) -> tuple[str, int] | None:
-    """(state, parent pid) of a process; None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        return fields[0], int(fields[1])
-    except OSError:
-        return None
-
-
-def descendants(pid: int) -> list[int]:
-    found, frontier = [], [pid]
-    while frontier:
-        current = frontier.pop()
-        kids = [
-            int(e)
-            for e in os.listdir("/proc")
-            if e.isdigit() and (stat(e) or ("", 0))[1] == current
-        ]
-        found.extend(kids)
-        frontier.extend(kids)
-    return found
-
-
 def stack_orphans() -> list[str]:
     """Running processes of the stack's workers or ffmpeg that PID 1 adopted."""
     orphans = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        info = stat(int(entry))
-        if info is None or info[0] in ("Z", "X") or info[1] != 1:
+        if not running(entry) or parent(entry) != 1:
             continue
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as fh:
@@ -104,7 +80,7 @@ def test_sigkill_of_every_worker_leaves_no_orphan_and_jobs_run_again_within_seco
     killed = time.monotonic()
 
     def children_gone():
-        return not any((stat(p) or ("Z",))[0] not in ("Z", "X") for p in forked)
+        return not any(running(p) for p in forked)
 
     wait_for(
         "the killed workers' children to die with them", children_gone, timeout=3, interval=0.05
