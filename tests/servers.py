@@ -209,3 +209,32 @@ def service_servers(base: str):
         dbmod.close_pools()
         rd.stop()
         pg.stop()
+
+
+@contextlib.contextmanager
+def moto_server():
+    """A real S3 API (moto's server) on a free loopback port, spoken to over HTTP: its
+    endpoint URL. Never an in-process mock."""
+    import sys
+
+    port = free_port()
+    binary = os.path.join(os.path.dirname(sys.executable), "moto_server")
+    proc = subprocess.Popen(
+        [binary, "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the moto server did not start") from None
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)

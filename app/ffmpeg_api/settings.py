@@ -51,6 +51,29 @@ class Settings:
         "/var/lib/ffmpeg-api/storage",
         "Directory holding uploads/, output/ and tmp/. Every path a client names is confined here.",
     )
+    storage_backend: str = _setting(
+        "STORAGE_BACKEND",
+        "local",
+        "Where uploads and outputs live: local (under STORAGE_ROOT) or s3 (S3_BUCKET).",
+    )
+    s3_bucket: str = _setting("S3_BUCKET", "", "Bucket of the s3 storage backend.")
+    s3_prefix: str = _setting("S3_PREFIX", "", "Key prefix of the s3 backend inside S3_BUCKET.")
+    s3_endpoint_url: str = _setting(
+        "S3_ENDPOINT_URL", "", "S3 endpoint URL (empty: AWS's own for S3_REGION; MinIO, Ceph RGW)."
+    )
+    s3_region: str = _setting("S3_REGION", "", "S3 region (empty: boto3's default chain).")
+    s3_addressing_style: str = _setting(
+        "S3_ADDRESSING_STYLE", "auto", "S3 addressing style: auto, path or virtual."
+    )
+    output_url_ttl: int = _setting(
+        "OUTPUT_URL_TTL", 900, "Seconds a presigned output URL (s3 backend) stays valid."
+    )
+    work_dir: str = _setting(
+        "WORK_DIR",
+        "",
+        "Local scratch of the workers with the s3 backend: inputs are downloaded and outputs"
+        " written here before upload (empty: STORAGE_ROOT/tmp).",
+    )
     ffmpeg_bin: str = _setting("FFMPEG_BIN", "ffmpeg", "ffmpeg executable.")
     ffprobe_bin: str = _setting("FFPROBE_BIN", "ffprobe", "ffprobe executable.")
     worker_concurrency: int = _setting(
@@ -192,7 +215,18 @@ class Settings:
                 raise SettingsError(f"{f.metadata['env']}: {exc}") from None
         settings = cls(**values)
         settings.trusted_networks()  # validate early
+        settings.check_storage()
         return settings
+
+    def check_storage(self) -> None:
+        if self.storage_backend not in ("local", "s3"):
+            raise SettingsError(f"STORAGE_BACKEND: not local or s3: {self.storage_backend!r}")
+        if self.s3_addressing_style not in ("auto", "path", "virtual"):
+            raise SettingsError(
+                f"S3_ADDRESSING_STYLE: not auto, path or virtual: {self.s3_addressing_style!r}"
+            )
+        if self.storage_backend == "s3" and not self.s3_bucket:
+            raise SettingsError("STORAGE_BACKEND=s3 needs S3_BUCKET")
 
     def trusted_networks(self) -> list:
         try:

@@ -1,0 +1,306 @@
+"""Media in an S3-compatible bucket (AWS S3, MinIO, Ceph RGW) through boto3.
+
+Keys mirror the local layout under S3_PREFIX: `uploads/<uuid>/<name>`, `output/<job id>/...`
+and `tmp/` for outputs not yet published, so a job row's paths are the same strings on both
+backends and ownership records do not change.
+
+- Uploads stream into a multipart upload (PART_SIZE parts; never the whole file in memory),
+  hashed on the way. Any failure aborts it: no object and no multipart upload is left.
+- A job's outputs are uploaded under `tmp/<job>.<attempt>/`, then published: each copied to
+  `output/<job>/`, and the manifest (`output/<job>/.manifest.json`, the list of files) written
+  last. A job whose manifest is missing is not published, whatever else is there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mimetypes
+import os
+import posixpath
+import time
+import uuid
+from dataclasses import dataclass
+
+from .errors import PayloadTooLarge, UploadIncomplete, ValidationError
+from .storage import StoredFile, safe_name
+
+PART_SIZE = 8 * 1024 * 1024  # S3's minimum part is 5 MiB; 8 MiB is boto3's default
+READ_CHUNK = 1024 * 1024
+MANIFEST = ".manifest.json"
+DELETE_BATCH = 1000  # DeleteObjects takes at most 1,000 keys
+
+CONTENT_TYPES = {
+    ".m3u8": "application/vnd.apple.mpegurl",
+    ".ts": "video/mp2t",
+    ".m4s": "video/iso.segment",
+    ".mp4": "video/mp4",
+    ".webm": "video/webm",
+    ".mkv": "video/x-matroska",
+    ".mov": "video/quicktime",
+    ".jpg": "image/jpeg",
+    ".png": "image/png",
+    ".webp": "image/webp",
+    ".gif": "image/gif",
+    ".m4a": "audio/mp4",
+    ".aac": "audio/aac",
+    ".mp3": "audio/mpeg",
+    ".opus": "audio/ogg",
+    ".ogg": "audio/ogg",
+    ".flac": "audio/flac",
+    ".wav": "audio/wav",
+    ".json": "application/json",
+}
+
+
+def content_type(name: str) -> str:
+    ext = os.path.splitext(name)[1].lower()
+    return CONTENT_TYPES.get(ext) or mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def client_for(settings):
+    """The boto3 client of the settings' store; credentials from boto3's standard chain."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        s3={"addressing_style": settings.s3_addressing_style},
+        retries={"max_attempts": 3, "mode": "standard"},
+        connect_timeout=5,
+        read_timeout=60,
+    )
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url or None,
+        region_name=settings.s3_region or None,
+        config=config,
+    )
+
+
+@dataclass
+class S3Store:
+    client: object
+    bucket: str
+    prefix: str = ""
+
+    @classmethod
+    def from_settings(cls, settings) -> S3Store:
+        return cls(client_for(settings), settings.s3_bucket, settings.s3_prefix.strip("/"))
+
+    def key(self, relpath: str) -> str:
+        relpath = relpath.lstrip("/")
+        return f"{self.prefix}/{relpath}" if self.prefix else relpath
+
+    def relpath(self, key: str) -> str:
+        return key[len(self.prefix) + 1 :] if self.prefix else key
+
+    # --- uploads ----------------------------------------------------------------------
+
+    def save_stream(
+        self, name: str, stream, max_bytes: int, budget=None, expected_size: int | None = None
+    ) -> StoredFile:
+        """`storage.save_stream`'s contract, into the bucket: the same refusals, and nothing
+        left behind by a refused, failed or interrupted upload."""
+        name = safe_name(name)
+        relpath = f"uploads/{uuid.uuid4().hex}/{name}"
+        key = self.key(relpath)
+        digest = hashlib.sha256()
+        size = 0
+        buffer = bytearray()
+        upload_id = None
+        parts: list[dict] = []
+        try:
+            while True:
+                chunk = stream.read(READ_CHUNK)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > max_bytes:
+                    raise PayloadTooLarge(f"upload exceeds the limit of {max_bytes} bytes")
+                if budget is not None:
+                    budget(size, len(chunk))
+                digest.update(chunk)
+                buffer += chunk
+                if len(buffer) >= PART_SIZE:
+                    if upload_id is None:
+                        upload_id = self.client.create_multipart_upload(
+                            Bucket=self.bucket, Key=key, ContentType=content_type(name)
+                        )["UploadId"]
+                    parts.append(self._part(key, upload_id, len(parts) + 1, bytes(buffer)))
+                    buffer.clear()
+            if expected_size is not None and size < expected_size:
+                raise UploadIncomplete(
+                    f"the upload ended after {size} of the {expected_size} bytes its"
+                    " Content-Length declared; send it again",
+                    field="file",
+                )
+            if size == 0:
+                raise ValidationError("the upload is empty", field="file")
+            if upload_id is None:  # smaller than one part: one PUT
+                self.client.put_object(
+                    Bucket=self.bucket, Key=key, Body=bytes(buffer), ContentType=content_type(name)
+                )
+            else:
+                if buffer:
+                    parts.append(self._part(key, upload_id, len(parts) + 1, bytes(buffer)))
+                self.client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                )
+                upload_id = None
+        except BaseException:
+            if upload_id is not None:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            raise
+        return StoredFile(relpath, size, digest.hexdigest())
+
+    def _part(self, key: str, upload_id: str, number: int, data: bytes) -> dict:
+        out = self.client.upload_part(
+            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
+        )
+        return {"ETag": out["ETag"], "PartNumber": number}
+
+    # --- reading ----------------------------------------------------------------------
+
+    def download(self, relpath: str, dest: str) -> int:
+        """Copy an object to a local file (a worker's scratch); its size."""
+        self.client.download_file(self.bucket, self.key(relpath), dest)
+        return os.path.getsize(dest)
+
+    def head(self, relpath: str) -> dict | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self.key(relpath))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    def get(self, relpath: str, byte_range: str | None = None) -> dict:
+        """GetObject, passing an HTTP Range header through (206 answers keep ContentRange)."""
+        kwargs = {"Bucket": self.bucket, "Key": self.key(relpath)}
+        if byte_range:
+            kwargs["Range"] = byte_range
+        return self.client.get_object(**kwargs)
+
+    def presigned_url(self, relpath: str, ttl: int, download_name: str | None = None) -> str:
+        params = {"Bucket": self.bucket, "Key": self.key(relpath)}
+        if download_name:
+            params["ResponseContentDisposition"] = f'attachment; filename="{download_name}"'
+        return self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=ttl)
+
+    # --- publishing a job's outputs ----------------------------------------------------
+
+    def upload_dir(self, local_dir: str, dest_prefix: str) -> list[tuple[str, int]]:
+        """Every file below local_dir to dest_prefix/<same relative path>, each with its
+        content type; [(relative name, size)], sorted."""
+        uploaded = []
+        for dirpath, _dirs, names in os.walk(local_dir):
+            for name in names:
+                path = os.path.join(dirpath, name)
+                rel = os.path.relpath(path, local_dir).replace(os.sep, "/")
+                self.client.upload_file(
+                    path,
+                    self.bucket,
+                    self.key(posixpath.join(dest_prefix, rel)),
+                    ExtraArgs={"ContentType": content_type(name)},
+                )
+                uploaded.append((rel, os.path.getsize(path)))
+        return sorted(uploaded)
+
+    def publish(self, staged_prefix: str, final_prefix: str, files: list[tuple[str, int]]) -> None:
+        """Copy staged outputs to their final keys, write the manifest last, then drop the
+        staged copies. Until the manifest exists the job has no published outputs."""
+        self.delete_prefix(final_prefix)  # left by an attempt that died while publishing
+        for rel, _size in files:
+            self.client.copy_object(
+                Bucket=self.bucket,
+                Key=self.key(posixpath.join(final_prefix, rel)),
+                CopySource={
+                    "Bucket": self.bucket,
+                    "Key": self.key(posixpath.join(staged_prefix, rel)),
+                },
+                MetadataDirective="COPY",
+            )
+        manifest = json.dumps({"files": [{"name": r, "size": s} for r, s in files]}).encode()
+        self.client.put_object(
+            Bucket=self.bucket,
+            Key=self.key(posixpath.join(final_prefix, MANIFEST)),
+            Body=manifest,
+            ContentType="application/json",
+        )
+        self.delete_prefix(staged_prefix)
+
+    def published(self, final_prefix: str) -> list[dict] | None:
+        """The manifest's files of a published prefix; None when it is not published."""
+        from botocore.exceptions import ClientError
+
+        try:
+            body = self.client.get_object(
+                Bucket=self.bucket, Key=self.key(posixpath.join(final_prefix, MANIFEST))
+            )["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                return None
+            raise
+        return json.loads(body)["files"]
+
+    # --- listing and removal -----------------------------------------------------------
+
+    def list(self, prefix: str):
+        """(relative path, size, last-modified epoch) of every object under prefix."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        full = self.key(prefix.rstrip("/") + "/")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+            for obj in page.get("Contents", []):
+                yield self.relpath(obj["Key"]), obj["Size"], obj["LastModified"].timestamp()
+
+    def delete_keys(self, relpaths: list[str]) -> int:
+        """Delete objects in batches of DELETE_BATCH; how many."""
+        done = 0
+        for i in range(0, len(relpaths), DELETE_BATCH):
+            batch = relpaths[i : i + DELETE_BATCH]
+            out = self.client.delete_objects(
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": self.key(r)} for r in batch], "Quiet": True},
+            )
+            if out.get("Errors"):
+                first = out["Errors"][0]
+                raise RuntimeError(f"could not delete {first['Key']}: {first['Message']}")
+            done += len(batch)
+        return done
+
+    def delete_prefix(self, prefix: str) -> int:
+        return self.delete_keys([rel for rel, _size, _mtime in self.list(prefix)])
+
+    def stale_multipart_uploads(self, older_than_seconds: float) -> list[tuple[str, str]]:
+        """(key, upload id) of multipart uploads begun longer ago than the threshold under
+        our prefix: left by a process killed mid-upload (an abort never ran)."""
+        cutoff = time.time() - older_than_seconds
+        found = []
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.key("")):
+            for up in page.get("Uploads", []):
+                if up["Initiated"].timestamp() < cutoff:
+                    found.append((up["Key"], up["UploadId"]))
+        return found
+
+    # --- health -----------------------------------------------------------------------
+
+    def probe(self) -> dict:
+        """HEAD the bucket, then write, read back and delete a small object."""
+        started = time.monotonic()
+        self.client.head_bucket(Bucket=self.bucket)
+        relpath = f"tmp/health-{uuid.uuid4().hex}"
+        payload = uuid.uuid4().bytes
+        self.client.put_object(Bucket=self.bucket, Key=self.key(relpath), Body=payload)
+        try:
+            got = self.client.get_object(Bucket=self.bucket, Key=self.key(relpath))["Body"].read()
+        finally:
+            self.client.delete_object(Bucket=self.bucket, Key=self.key(relpath))
+        if got != payload:
+            raise RuntimeError("the probe object read back different bytes")
+        return {"bucket": self.bucket, "latency_ms": round(1000 * (time.monotonic() - started), 1)}
