@@ -246,6 +246,16 @@ class Settings:
     def tmp_dir(self) -> str:
         return os.path.join(self.storage_root, "tmp")
 
+    @property
+    def scratch_dir(self) -> str:
+        """Where work happens on this host: a job's work directories, spooled request bodies,
+        downloaded inputs. WORK_DIR with the s3 backend (the local disk that fills now);
+        STORAGE_ROOT/tmp otherwise, on the storage root's filesystem so a finished work
+        directory is published by one rename."""
+        if self.storage_backend == "s3" and self.work_dir:
+            return self.work_dir
+        return self.tmp_dir
+
 
 def _convert(default, raw: str):
     if isinstance(default, bool):
