@@ -184,6 +184,22 @@ class Settings:
         False,
         "Allow webhook URLs resolving to loopback, private or link-local addresses.",
     )
+    input_allow_http: bool = _setting(
+        "INPUT_ALLOW_HTTP", False, "Accept plain http:// job inputs (https:// is always accepted)."
+    )
+    input_s3_buckets: tuple = _setting(
+        "INPUT_S3_BUCKETS",
+        (),
+        "Comma-separated S3 buckets a job input may name as s3://bucket/key (none: s3:// refused).",
+    )
+    input_allow_private: bool = _setting(
+        "INPUT_ALLOW_PRIVATE",
+        False,
+        "Allow input URLs resolving to loopback, private or link-local addresses (tests, labs).",
+    )
+    input_fetch_timeout: float = _setting(
+        "INPUT_FETCH_TIMEOUT", 300.0, "Seconds allowed to download a URL input (whole transfer)."
+    )
     webhook_max_attempts: int = _setting(
         "WEBHOOK_MAX_ATTEMPTS", 5, "Delivery attempts per webhook, with exponential backoff."
     )
