@@ -13,10 +13,20 @@ not one of the schemes above (`file://`, `ftp://`, …) is refused rather than r
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+import http.client
+import os
+import ssl
+import time
+from urllib.parse import urljoin, urlsplit
 
 from .errors import ValidationError
-from .netguard import TargetRefused, TargetUnresolvable, checked_addresses
+from .netguard import (
+    PinnedHTTPConnection,
+    PinnedHTTPSConnection,
+    TargetRefused,
+    TargetUnresolvable,
+    checked_addresses,
+)
 
 URL_SCHEMES = ("https", "http", "s3")
 
@@ -60,3 +70,108 @@ def validate_input_url(url: str, settings, *, field: str = "input") -> None:
         raise ValidationError(f"{field} URL host does not resolve: {exc}", field=field) from None
     except TargetRefused as exc:
         raise ValidationError(f"{field} URL {exc}; refused", field=field) from None
+
+
+MAX_REDIRECTS = 5
+_CHUNK = 1024 * 1024
+
+
+class InputFetchFailed(RuntimeError):
+    """A URL input could not be downloaded; the message is the job's error. Not retried: a
+    refused address, an error status or an oversize body will not change on a second try."""
+
+
+def fetch_http(url: str, settings, dest: str, *, tls_context=None) -> str:
+    """Download `url` to the file `dest` through netguard: each hop's host is resolved once,
+    refused unless every address is public (or INPUT_ALLOW_PRIVATE), and connected to by the
+    checked address; redirects are followed up to MAX_REDIRECTS, each hop checked again. The
+    body streams to disk, capped at MAX_UPLOAD_BYTES; INPUT_FETCH_TIMEOUT bounds the whole
+    transfer. Returns `dest`; on failure nothing is left at `dest`."""
+    deadline = time.monotonic() + settings.input_fetch_timeout
+    try:
+        for _hop in range(MAX_REDIRECTS + 1):
+            response, conn = _open(url, settings, deadline, tls_context)
+            try:
+                if response.status in (301, 302, 303, 307, 308):
+                    location = response.getheader("Location")
+                    if not location:
+                        raise InputFetchFailed(
+                            f"input URL answered {response.status} without Location"
+                        )
+                    url = urljoin(url, location)
+                    continue
+                if response.status != 200:
+                    raise InputFetchFailed(
+                        f"input URL answered HTTP {response.status} {response.reason}"
+                    )
+                _save(response, settings, dest, deadline)
+                return dest
+            finally:
+                conn.close()
+        raise InputFetchFailed(f"input URL redirected more than {MAX_REDIRECTS} times")
+    except BaseException:
+        if os.path.exists(dest):
+            os.unlink(dest)
+        raise
+
+
+def _open(url, settings, deadline, tls_context):
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("https", "http") or (scheme == "http" and not settings.input_allow_http):
+        raise InputFetchFailed(f"input URL {url!r}: scheme {scheme!r} is not allowed")
+    if "@" in parts.netloc or not parts.hostname:
+        raise InputFetchFailed(f"input URL {url!r} is not allowed")
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+        addresses = checked_addresses(
+            parts.hostname, port, allow_private=settings.input_allow_private
+        )
+    except (TargetRefused, TargetUnresolvable, ValueError) as exc:
+        raise InputFetchFailed(f"input URL {parts.hostname}: {exc}; refused") from None
+    timeout = _remaining(deadline)
+    if scheme == "https":
+        conn = PinnedHTTPSConnection(
+            parts.hostname,
+            port,
+            addresses=addresses,
+            timeout=timeout,
+            context=tls_context or ssl.create_default_context(),
+        )
+    else:
+        conn = PinnedHTTPConnection(parts.hostname, port, addresses=addresses, timeout=timeout)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        conn.request("GET", target, headers={"Accept-Encoding": "identity"})
+        return conn.getresponse(), conn
+    except (OSError, http.client.HTTPException) as exc:
+        conn.close()
+        raise InputFetchFailed(f"input URL {parts.hostname} unreachable: {exc}") from None
+
+
+def _remaining(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise InputFetchFailed("input URL download timed out (INPUT_FETCH_TIMEOUT)")
+    return left
+
+
+def _save(response, settings, dest, deadline) -> None:
+    cap = settings.max_upload_bytes
+    length = response.getheader("Content-Length")
+    if length and length.isdigit() and int(length) > cap:
+        raise InputFetchFailed(f"input URL body is {length} bytes, over MAX_UPLOAD_BYTES ({cap})")
+    size = 0
+    with open(dest, "wb") as out:
+        while True:
+            try:
+                chunk = response.read(_CHUNK)
+            except (OSError, http.client.HTTPException) as exc:
+                raise InputFetchFailed(f"input URL download failed: {exc}") from None
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > cap:
+                raise InputFetchFailed(f"input URL body is over MAX_UPLOAD_BYTES ({cap})")
+            out.write(chunk)
+            _remaining(deadline)
