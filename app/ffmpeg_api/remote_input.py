@@ -9,6 +9,8 @@ submission, and an MP4 whose moov atom sits at the end cannot be probed from its
 
 A URL input has no owner record; tenancy checks apply to local paths only, so anything that is
 not one of the schemes above (`file://`, `ftp://`, …) is refused rather than read as a path.
+
+Not wired yet: jobs.py (submission) and worker.execute do not call this module so far.
 """
 
 from __future__ import annotations
