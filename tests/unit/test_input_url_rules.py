@@ -5,7 +5,7 @@ Names that resolve are IP literals or `localhost`, so no test depends on outside
 import pytest
 
 from ffmpeg_api.errors import ValidationError
-from ffmpeg_api.remote_input import is_url, validate_input_url
+from ffmpeg_api.remote_input import input_name, is_url, validate_input_url
 from ffmpeg_api.settings import Settings
 
 
@@ -23,7 +23,10 @@ def refused(url, s):
 def test_remote_inputs_are_told_apart_from_storage_paths():
     assert is_url("https://example.com/a.mp4")
     assert is_url("file:///etc/passwd")
+    assert is_url("HTTPS://example.com/a.mp4")
+    assert is_url("s3://media-in/a.mp4")
     assert not is_url("uploads/a.mp4")
+    assert not is_url("uploads/a://b.mp4")
     assert not is_url(None)
 
 
@@ -83,3 +86,61 @@ def test_s3_bucket_must_be_listed():
 
 def test_unresolvable_host_is_refused():
     assert "does not resolve" in refused("https://no-such-host.invalid/a.mp4", settings())
+
+
+@pytest.mark.parametrize(
+    "url", ["https://8.8.8.8/a b.mp4", "https://8.8.8.8/a\nb.mp4", "https://8.8.8.8/\x00"]
+)
+def test_spaces_and_control_characters_are_refused(url):
+    assert "control characters" in refused(url, settings())
+
+
+def test_a_malformed_url_is_refused():
+    assert "malformed" in refused("https://[::1/a.mp4", settings())
+
+
+def test_s3_keys_are_literal_and_s3_credentials_are_refused():
+    s = settings(INPUT_S3_BUCKETS="media-in")
+    validate_input_url("s3://media-in/odd?name#1.mp4", s)
+    assert "credentials" in refused("s3://key:secret@media-in/a.mp4", s)
+
+
+@pytest.mark.parametrize(
+    ("url", "name"),
+    [
+        ("https://h.example/a/b/My%20Clip.mp4?sig=x#t", "My_Clip.mp4"),
+        ("https://h.example/..%2F..%2Fetc%2Fpasswd", "passwd"),
+        ("https://h.example/..", "input"),
+        ("https://h.example/", "input"),
+        ("https://h.example", "input"),
+        ("s3://media-in/dir/clip.mov", "clip.mov"),
+        ("s3://media-in/odd?name#1.mp4", "odd_name_1.mp4"),
+        ("s3://media-in/dir/", "input"),
+    ],
+)
+def test_the_downloaded_file_is_named_safely_after_the_url_path(url, name):
+    assert input_name(url) == name
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "reason"),
+    [
+        ("NoSuchKey", 404, "s3://media-in/a.mp4 does not exist"),
+        ("404", 404, "s3://media-in/a.mp4 does not exist"),
+        ("NoSuchBucket", 404, "bucket 'media-in' does not exist"),
+        ("AccessDenied", 403, "s3://media-in/a.mp4: access denied"),
+        ("403", 403, "s3://media-in/a.mp4: access denied"),
+        ("PreconditionFailed", 412, "changed during the download"),
+        ("SlowDown", 503, "S3 answered SlowDown"),
+    ],
+)
+def test_s3_errors_read_as_reasons_a_user_understands(code, status, reason):
+    """S3's answers as boto3 reports them (HEAD has no body, so only the status says 404)."""
+    from botocore.exceptions import ClientError
+
+    from ffmpeg_api.remote_input import _s3_reason
+
+    exc = ClientError(
+        {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "HeadObject"
+    )
+    assert reason in _s3_reason("s3://media-in/a.mp4", "media-in", exc)
