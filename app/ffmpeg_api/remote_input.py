@@ -265,23 +265,36 @@ def _open(url, settings, deadline, tls_context):
         )
     else:
         conn = PinnedHTTPConnection(parts.hostname, port, addresses=addresses, timeout=timeout)
-    deadline.arm(lambda: _shutdown(conn))
+    opened: list[socket.socket] = []
+    deadline.arm(lambda: _shutdown(opened))
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
+        conn.connect()
+        # http.client drops conn.sock once a response says Connection: close, so the timer
+        # holds the socket itself; checked after, in case time ran out during the connect
+        opened.append(conn.sock)
+        deadline.remaining()
         conn.request("GET", target, headers={"Accept-Encoding": "identity"})
         return conn.getresponse(), conn
-    except (OSError, http.client.HTTPException) as exc:
+    except BaseException as exc:
         deadline.disarm()
         conn.close()
+        if isinstance(exc, InputFetchFailed):
+            raise
         if deadline.expired or isinstance(exc, TimeoutError):
             raise deadline.failure() from None
-        raise InputFetchFailed(f"input URL {parts.hostname} unreachable: {_reason(exc)}") from None
+        if isinstance(exc, (OSError, http.client.HTTPException)):
+            raise InputFetchFailed(
+                f"input URL {parts.hostname} unreachable: {_reason(exc)}"
+            ) from None
+        raise
 
 
-def _shutdown(conn) -> None:
-    sock = conn.sock
-    if sock is not None:
-        sock.shutdown(socket.SHUT_RDWR)
+def _shutdown(opened: list) -> None:
+    """Wake a read blocked on the transfer's socket: shut down the TCP socket underneath
+    (under TLS too, bypassing SSLSocket.shutdown, which would drop the TLS state first)."""
+    for sock in opened:
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 def _save(response, settings, dest, deadline) -> None:

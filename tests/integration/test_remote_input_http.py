@@ -1,16 +1,19 @@
-"""remote_input.fetch_http against real HTTP servers on loopback: a real clip, a redirect, a
-body over the cap, a 404, a stalled server, and redirects to refused addresses."""
+"""remote_input.fetch and fetch_http against real HTTP(S) servers on loopback: a real clip, a
+redirect, a body over the cap or cut short, a 404, stalled and dripping servers, TLS, and
+redirects to refused addresses."""
 
 import hashlib
 import http.server
 import os
+import ssl
 import subprocess
 import threading
 import time
 
 import pytest
 
-from ffmpeg_api.remote_input import InputFetchFailed, fetch_http
+from ffmpeg_api import netguard
+from ffmpeg_api.remote_input import InputFetchFailed, fetch, fetch_http
 from ffmpeg_api.settings import Settings
 
 
@@ -21,7 +24,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
     def do_GET(self):
-        if self.path == "/clip.mp4":
+        if self.path.split("?")[0] in ("/clip.mp4", "/"):
             self._send(200, self.clip)
         elif self.path == "/redirect":
             self._redirect("/clip.mp4")
@@ -36,6 +39,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(b"x")
             self.wfile.flush()
             time.sleep(3)
+        elif self.path == "/hang":
+            time.sleep(5)
+        elif self.path == "/drip":
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            for _ in range(100):
+                self.wfile.write(b"z")
+                self.wfile.flush()
+                time.sleep(0.05)
+        elif self.path == "/short":
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(b"w" * 10)
+            self.close_connection = True
         elif self.path == "/big-no-length":
             self.send_response(200)
             self.send_header("Connection", "close")
@@ -58,17 +78,76 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
 
 
+def _serve(address, tls=None):
+    server = http.server.ThreadingHTTPServer((address, 0), _Handler)
+    server.daemon_threads = True
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 @pytest.fixture(scope="module")
-def media_server(clip_files, storage_root):
+def clip(clip_files, storage_root):
     with open(os.path.join(storage_root, clip_files["short.mp4"]), "rb") as fh:
         _Handler.clip = fh.read()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+
+
+@pytest.fixture(scope="module")
+def media_server(clip):
+    server = _serve("127.0.0.1")
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory):
+    """A self-signed certificate for localhost and 127.0.0.1 (openssl, so no package needed)."""
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = str(d / "cert.pem"), str(d / "key.pem")
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", key, "-out", cert, "-subj", "/CN=localhost"),
+            *("-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def tls_server(clip, tls_files):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(*tls_files)
+    server = _serve("127.0.0.1", ctx)
+    yield f"https://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def trusting(tls_files):
+    return ssl.create_default_context(cafile=tls_files[0])
+
+
+@pytest.fixture(scope="module")
+def public_server(clip):
+    """A server on 127.0.0.2, which the `as_public` fixture lets netguard call public: the
+    first hop of a redirect while INPUT_ALLOW_PRIVATE is off."""
+    server = _serve("127.0.0.2")
+    yield f"http://127.0.0.2:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def as_public(monkeypatch):
+    """netguard's real rule for every address but 127.0.0.2 (stands in for a public host)."""
+    real = netguard.is_internal
+    monkeypatch.setattr(netguard, "is_internal", lambda addr: addr != "127.0.0.2" and real(addr))
 
 
 def lab(**env):
@@ -146,3 +225,113 @@ def test_a_redirect_to_a_refused_scheme_is_refused(media_server, tmp_path):
     with pytest.raises(InputFetchFailed, match="scheme 'file'"):
         fetch_http(f"{media_server}/to?file:///etc/passwd", lab(), str(tmp_path / "in"))
     assert not os.path.exists(tmp_path / "in")
+
+
+# --- fetch: the entry point of the worker -------------------------------------------------
+
+
+def test_fetch_names_the_file_after_the_url_and_leaves_nothing_else(media_server, tmp_path):
+    path = fetch(f"{media_server}/clip.mp4?token=x", str(tmp_path), lab())
+    assert path == str(tmp_path / "clip.mp4")
+    assert os.listdir(tmp_path) == ["clip.mp4"]
+    with open(path, "rb") as fh:
+        assert fh.read() == _Handler.clip
+
+
+def test_fetch_without_a_name_in_the_path_saves_input(media_server, tmp_path):
+    """The name comes from the URL asked for, not from where it redirects."""
+    assert fetch(f"{media_server}/", str(tmp_path), lab()) == str(tmp_path / "input")
+    assert fetch(f"{media_server}/redirect", str(tmp_path), lab()) == str(tmp_path / "redirect")
+    assert sorted(os.listdir(tmp_path)) == ["input", "redirect"]
+
+
+@pytest.mark.parametrize(
+    ("path", "env", "reason"),
+    [
+        ("/missing", {}, "HTTP 404"),
+        ("/clip.mp4", {"MAX_UPLOAD_BYTES": "1000"}, "MAX_UPLOAD_BYTES"),
+        ("/big-no-length", {"MAX_UPLOAD_BYTES": "1000"}, "MAX_UPLOAD_BYTES"),
+        ("/short", {}, "cut short"),
+        ("/stall", {"INPUT_FETCH_TIMEOUT": "0.5"}, "timed out"),
+    ],
+)
+def test_fetch_fails_with_a_reason_and_leaves_no_file(media_server, tmp_path, path, env, reason):
+    with pytest.raises(InputFetchFailed, match=reason) as exc:
+        fetch(f"{media_server}{path}", str(tmp_path), lab(**env))
+    assert str(tmp_path) not in str(exc.value)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("path", ["/hang", "/drip"])
+def test_the_timeout_bounds_the_whole_transfer(media_server, tmp_path, path):
+    """/hang never sends headers; /drip sends a byte every 50 ms for 5 s, each recv well
+    inside any per-read timeout: INPUT_FETCH_TIMEOUT must still stop both at about 0.5 s."""
+    started = time.monotonic()
+    with pytest.raises(InputFetchFailed, match=r"timed out after 0\.5 s"):
+        fetch(f"{media_server}{path}", str(tmp_path), lab(INPUT_FETCH_TIMEOUT="0.5"))
+    assert time.monotonic() - started < 1.5
+    assert os.listdir(tmp_path) == []
+
+
+def test_fetch_judges_the_url_first(tmp_path):
+    with pytest.raises(InputFetchFailed, match="scheme must be https, http or s3"):
+        fetch("file:///etc/passwd", str(tmp_path), lab())
+    with pytest.raises(InputFetchFailed, match="http:// URLs are not allowed"):
+        fetch("http://127.0.0.1:9/a.mp4", str(tmp_path), Settings.from_env({}))
+    with pytest.raises(InputFetchFailed, match="bucket 'secret' is not allowed"):
+        fetch("s3://secret/a.mp4", str(tmp_path), lab())
+    assert os.listdir(tmp_path) == []
+
+
+def test_fetch_into_a_missing_directory_names_no_path(media_server, tmp_path):
+    with pytest.raises(InputFetchFailed, match="could not store the input") as exc:
+        fetch(f"{media_server}/clip.mp4", str(tmp_path / "gone"), lab())
+    assert "gone" not in str(exc.value)
+
+
+def test_https_with_a_trusted_certificate(tls_server, trusting, tmp_path):
+    path = fetch(f"{tls_server}/clip.mp4", str(tmp_path), lab(), tls_context=trusting)
+    assert os.path.getsize(path) == len(_Handler.clip)
+
+
+def test_https_with_an_untrusted_certificate_fails(tls_server, tmp_path):
+    with pytest.raises(InputFetchFailed, match="TLS certificate not accepted"):
+        fetch(f"{tls_server}/clip.mp4", str(tmp_path), lab())
+    assert os.listdir(tmp_path) == []
+
+
+def test_https_redirect_to_http_needs_input_allow_http(
+    tls_server, media_server, trusting, tmp_path
+):
+    s = Settings.from_env({"INPUT_ALLOW_PRIVATE": "true"})
+    with pytest.raises(InputFetchFailed, match="scheme 'http' is not allowed"):
+        fetch(f"{tls_server}/to?{media_server}/clip.mp4", str(tmp_path), s, tls_context=trusting)
+    assert os.listdir(tmp_path) == []
+
+
+def test_the_public_stand_in_is_fetched_with_private_addresses_refused(
+    public_server, as_public, tmp_path
+):
+    strict = Settings.from_env({"INPUT_ALLOW_HTTP": "true"})
+    assert os.path.getsize(fetch(f"{public_server}/redirect", str(tmp_path), strict)) > 0
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://127.0.0.1:{port}/clip.mp4",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::ffff:127.0.0.1]:{port}/clip.mp4",
+        "http://localhost:{port}/clip.mp4",
+    ],
+)
+def test_a_redirect_to_an_internal_address_is_refused(
+    public_server, media_server, as_public, tmp_path, target
+):
+    """The first hop is allowed (the public stand-in); the hop it redirects to is judged
+    again and refused, though a server answers there (media_server, on 127.0.0.1)."""
+    port = media_server.rsplit(":", 1)[1]
+    strict = Settings.from_env({"INPUT_ALLOW_HTTP": "true"})
+    with pytest.raises(InputFetchFailed, match="internal address"):
+        fetch(f"{public_server}/to?{target.format(port=port)}", str(tmp_path), strict)
+    assert os.listdir(tmp_path) == []
