@@ -14,7 +14,8 @@ The API for jobs.py and the worker: `is_url` tells a URL input from a storage pa
 `validate_input_url` refuses at submission what can be refused without fetching, and `fetch`
 downloads into a directory of the worker, failing with `InputFetchFailed` (its message is the
 job's error). ffmpeg never opens the URL: it reads the downloaded file with
-`-protocol_whitelist file` as for any other input.
+`-protocol_whitelist file` as for any other input. Not wired yet: jobs.py and worker.py do not
+call this module so far.
 """
 
 from __future__ import annotations
