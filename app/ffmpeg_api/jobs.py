@@ -22,8 +22,8 @@ import psycopg
 import redis
 from psycopg.types.json import Jsonb
 
-from . import job_quotas, ownership, queues, storage
-from .errors import Conflict, GpuUnavailable, NotFound, ValidationError
+from . import job_quotas, mediastore, ownership, queues
+from .errors import Conflict, GpuUnavailable, InputRejected, NotFound, ValidationError
 from .keys import Principal
 from .media import plan as media_plan
 from .media import probe as media_probe
@@ -115,23 +115,40 @@ def parse_uuid(job_id: str) -> str:
 
 def usable_file(
     conn: psycopg.Connection,
-    settings: Settings,
+    store,
     requester: ownership.Requester,
     client_path,
     *,
     field: str,
-) -> str:
-    """The real path of a file the requester may read, or a 422 naming `field`.
+) -> tuple[str, str]:
+    """(relative path, version) of a file the requester may read, or a 422 naming `field`.
 
     A path owned by someone else is answered exactly like a missing one, and before it is
-    probed, so nothing tells a client whether another user's file exists.
+    looked up, so nothing tells a client whether another user's file exists.
     """
-    real = storage.resolve(settings.storage_root, client_path)
-    relpath = storage.relative(settings.storage_root, real)
-    if not (ownership.may_use(conn, relpath, requester) and storage.is_regular_file(real)):
+    relpath = store.normalize(client_path, field=field)
+    version = store.version(relpath) if ownership.may_use(conn, relpath, requester) else None
+    if version is None:
         what = field.rsplit(".", 1)[-1]
         raise ValidationError(f"{what} does not name an existing file", field=field)
-    return real
+    return relpath, version
+
+
+def probe_stored(
+    conn: psycopg.Connection, settings: Settings, store, relpath: str, version: str
+) -> media_probe.MediaInfo:
+    """What ffprobe says about a stored file: the probe its upload recorded when the bytes are
+    still those (same version), else a fresh probe of a local copy (files put in place by hand,
+    uploads from before probes were recorded)."""
+    row = conn.execute("SELECT probe, version FROM uploads WHERE path = %s", (relpath,)).fetchone()
+    if row and row["probe"] and row["version"] == version:
+        if "error" in row["probe"]:
+            raise InputRejected(row["probe"]["error"])
+        return media_probe.info_from_ffprobe(row["probe"]["ffprobe"])
+    with store.local_copy(relpath, os.path.join(settings.scratch_dir, "probe")) as (path, _v):
+        return media_probe.probe(
+            path, ffprobe_bin=settings.ffprobe_bin, max_pixels=settings.max_input_pixels
+        )
 
 
 def validate_submission(
@@ -168,36 +185,36 @@ def validate_submission(
     )
 
     requester = ownership.Requester.of(principal)
-    input_path = usable_file(conn, settings, requester, payload["input"], field="input")
-    info = media_probe.probe(
-        input_path, ffprobe_bin=settings.ffprobe_bin, max_pixels=settings.max_input_pixels
-    )
+    store = mediastore.store_for(settings)
+    input_rel, input_version = usable_file(conn, store, requester, payload["input"], field="input")
+    info = probe_stored(conn, settings, store, input_rel, input_version)
     media_probe.check_limits(
         info, max_duration=settings.max_input_duration, max_pixels=settings.max_input_pixels
     )
 
     op_dicts = []
     reference = None
+    # Planning needs paths only to write them into ffmpeg's arguments, never to open them.
+    plan_dir = os.path.join(settings.scratch_dir, "plan-check")
     for i, op in enumerate(ops):
         d = op.to_dict()
         if d.get("type") == "analyze" and d.get("reference"):
-            reference = usable_file(
-                conn, settings, requester, d["reference"], field=f"operations[{i}].reference"
+            ref_rel, ref_version = usable_file(
+                conn, store, requester, d["reference"], field=f"operations[{i}].reference"
             )
-            media_probe.probe(
-                reference, ffprobe_bin=settings.ffprobe_bin, max_pixels=settings.max_input_pixels
-            )
-            d["reference"] = storage.relative(settings.storage_root, reference)
+            probe_stored(conn, settings, store, ref_rel, ref_version)
+            d["reference"] = ref_rel
+            reference = os.path.join(plan_dir, ref_rel)
         op_dicts.append(d)
     # Planning runs nothing, and catches at submission what only the probed input reveals
     # (a trim past the end, thumbnails of an audio file, an output too large for the limits),
     # so those are a 422 now rather than a failed job later.
     steps = media_plan.build_plan(
-        input_path=input_path,
+        input_path=os.path.join(plan_dir, input_rel),
         info=info,
         operations=ops,
         output_format=output_format,
-        work_dir=os.path.join(settings.tmp_dir, "plan-check"),
+        work_dir=plan_dir,
         reference_path=reference,
         max_output_pixels=settings.max_output_pixels,
         max_output_pixel_rate=settings.max_output_pixel_rate,
@@ -224,20 +241,15 @@ def validate_submission(
         "priority": priority,
         "hardware": hardware,
         "queue": queues.queue_name(priority, hardware),
-        "input_path": storage.relative(settings.storage_root, input_path),
+        "input_path": input_rel,
         "input_duration": info.duration,
-        "input_info": input_fingerprint(input_path, info),
+        "input_info": {"version": input_version, "ffprobe": info.raw},
         "output_format": output_format,
         "operations": op_dicts,
         "webhook_url": webhook_url,
         "output_seconds": media_plan.output_seconds(steps),
         "timeout_seconds": planned_timeout(settings, steps),
     }
-
-
-def input_fingerprint(path: str, info) -> dict:
-    st = os.stat(path)
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ffprobe": info.raw}
 
 
 def gpu_capacity(redis_conn: redis.Redis) -> int:

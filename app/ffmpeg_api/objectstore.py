@@ -137,13 +137,13 @@ class S3Store:
             if size == 0:
                 raise ValidationError("the upload is empty", field="file")
             if upload_id is None:  # smaller than one part: one PUT
-                self.client.put_object(
+                done = self.client.put_object(
                     Bucket=self.bucket, Key=key, Body=bytes(buffer), ContentType=content_type(name)
                 )
             else:
                 if buffer:
                     parts.append(self._part(key, upload_id, len(parts) + 1, bytes(buffer)))
-                self.client.complete_multipart_upload(
+                done = self.client.complete_multipart_upload(
                     Bucket=self.bucket,
                     Key=key,
                     UploadId=upload_id,
@@ -154,7 +154,7 @@ class S3Store:
             if upload_id is not None:
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
             raise
-        return StoredFile(relpath, size, digest.hexdigest())
+        return StoredFile(relpath, size, digest.hexdigest(), done["ETag"])
 
     def _part(self, key: str, upload_id: str, number: int, data: bytes) -> dict:
         out = self.client.upload_part(
@@ -164,10 +164,20 @@ class S3Store:
 
     # --- reading ----------------------------------------------------------------------
 
-    def download(self, relpath: str, dest: str) -> int:
-        """Copy an object to a local file (a worker's scratch); its size."""
-        self.client.download_file(self.bucket, self.key(relpath), dest)
-        return os.path.getsize(dest)
+    def download(self, relpath: str, dest: str) -> str:
+        """Copy an object to a local file (a worker's scratch); the ETag of the bytes copied
+        (boto3's parallel ranged GETs, each pinned to that ETag with If-Match, so an object
+        replaced mid-download fails instead of mixing two contents)."""
+        head = self.client.head_object(Bucket=self.bucket, Key=self.key(relpath))
+        try:
+            self.client.download_file(
+                self.bucket, self.key(relpath), dest, ExtraArgs={"IfMatch": head["ETag"]}
+            )
+        except BaseException:
+            if os.path.exists(dest):
+                os.unlink(dest)
+            raise
+        return head["ETag"]
 
     def head(self, relpath: str) -> dict | None:
         from botocore.exceptions import ClientError
@@ -251,9 +261,14 @@ class S3Store:
     # --- listing and removal -----------------------------------------------------------
 
     def list(self, prefix: str):
-        """(relative path, size, last-modified epoch) of every object under prefix."""
+        """(relative path, size, last-modified epoch) of every object under prefix/."""
+        return self.list_raw(prefix.rstrip("/") + "/")
+
+    def list_raw(self, start: str):
+        """Like `list`, for every key that starts with `start` (tmp/<job>. finds every
+        attempt's staging of a job)."""
         paginator = self.client.get_paginator("list_objects_v2")
-        full = self.key(prefix.rstrip("/") + "/")
+        full = self.key(start)
         for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
             for obj in page.get("Contents", []):
                 yield self.relpath(obj["Key"]), obj["Size"], obj["LastModified"].timestamp()

@@ -90,10 +90,15 @@ def record_upload(
     api_key_id: str | None,
     size: int,
     sha256: str,
+    probe: dict | None = None,
+    version: str | None = None,
 ) -> None:
+    from psycopg.types.json import Jsonb
+
     conn.execute(
-        "INSERT INTO uploads (path, user_id, api_key_id, size, sha256) VALUES (%s, %s, %s, %s, %s)",
-        (path, user_id, api_key_id, size, sha256),
+        "INSERT INTO uploads (path, user_id, api_key_id, size, sha256, probe, version)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (path, user_id, api_key_id, size, sha256, Jsonb(probe) if probe else None, version),
     )
 
 

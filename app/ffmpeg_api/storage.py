@@ -47,11 +47,15 @@ def relative(root: str, path: str) -> str:
     return os.path.relpath(path, os.path.realpath(root))
 
 
-def hide_root(text: str | None, root: str, *extra_dirs: str) -> str | None:
+def hide_root(
+    text: str | None, root: str, *extra_dirs: str, aliases: dict[str, str] | None = None
+) -> str | None:
     """`text` (ffmpeg's stderr, an error message) with every absolute path under the storage
     root written relative to it, as clients name files: a user learns nothing of the server's
     layout. `extra_dirs` are directories under the root that may appear under another
-    spelling (a job's work dir through a symlink); the root's real path is always included."""
+    spelling (a job's work dir through a symlink); the root's real path is always included.
+    `aliases` maps directories outside the root (a worker's WORK_DIR) to the relative name
+    clients see for them."""
     if not text:
         return text
     real_root = os.path.realpath(root)
@@ -60,6 +64,9 @@ def hide_root(text: str | None, root: str, *extra_dirs: str) -> str | None:
         for spelling in (directory, os.path.realpath(directory)):
             rel = os.path.relpath(os.path.realpath(directory), real_root)
             prefixes[spelling.rstrip("/")] = "" if rel == "." else rel
+    for directory, shown in (aliases or {}).items():
+        for spelling in (directory, os.path.realpath(directory)):
+            prefixes[spelling.rstrip("/")] = shown
     for spelling in (root, real_root):
         prefixes[spelling.rstrip("/")] = ""
     alternatives = "|".join(re.escape(p) for p in sorted(prefixes, key=len, reverse=True) if p)
@@ -90,6 +97,7 @@ class StoredFile:
     path: str  # relative to the storage root
     size: int
     sha256: str
+    version: str | None = None  # the ETag of a stored object (mediastore's `version`)
 
 
 def spool(root: str):

@@ -10,6 +10,7 @@ PostgreSQL, (c) for GPU workers, advertises the capacity the API checks before a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -21,7 +22,18 @@ import psycopg
 import redis
 from rq import Queue, Worker, get_current_job, worker_registration
 
-from . import db, housekeeping, jobs, lifeline, metrics, ownership, queues, storage, webhooks
+from . import (
+    db,
+    housekeeping,
+    jobs,
+    lifeline,
+    mediastore,
+    metrics,
+    ownership,
+    queues,
+    storage,
+    webhooks,
+)
 from .media import gpu as media_gpu
 from .media import plan as media_plan
 from .media import probe as media_probe
@@ -65,7 +77,9 @@ class JobRun:
         """Log or error text as the job's owner may read it: paths relative to the storage
         root (ffmpeg names the work dir and the input by their absolute paths)."""
         extra = (self.work_dir,) if self.work_dir else ()
-        return storage.hide_root(text, self.settings.storage_root, *extra)
+        scratch = self.settings.scratch_dir
+        aliases = {scratch: "tmp"} if scratch != self.settings.tmp_dir else None
+        return storage.hide_root(text, self.settings.storage_root, *extra, aliases=aliases)
 
     def on_progress(self, fraction: float, eta: float | None, stage: str) -> None:
         self.fraction, self.eta, self.stage = fraction, eta, stage
@@ -111,7 +125,7 @@ def process_job(job_id: str) -> dict:
         if row is None:
             return {"job_id": job_id, "skipped": "not queued for this attempt"}
         started = time.monotonic()
-        work_dir = os.path.join(settings.tmp_dir, f"{job_id}.{row['retry_count']}")
+        work_dir = os.path.join(settings.scratch_dir, f"{job_id}.{row['retry_count']}")
         run = JobRun(conn, redis_conn, settings, job_id, worker_id, work_dir)
         status, error = "failed", None
         try:
@@ -175,17 +189,17 @@ def choose_encoder(hardware: str, kind: str, settings: Settings) -> tuple[str, t
     return "cpu", ()
 
 
-def known_input(row: dict, input_path: str):
-    """The submission's probe, when the file is provably the one that was probed (same size
-    and mtime): saves an ffprobe run per job. Anything else is probed again."""
+def known_input(row: dict, version: str | None, input_path: str):
+    """The submission's probe, when the input is provably the bytes that were probed (the
+    same version: size and mtime of a local file, the ETag of an object): saves an ffprobe
+    run per job. Anything else is probed again."""
     recorded = row.get("input_info")
-    if not recorded:
+    if not recorded or version is None:
         return None
-    try:
-        st = os.stat(input_path)
-    except OSError:
-        return None
-    if (st.st_size, st.st_mtime_ns) != (recorded.get("size"), recorded.get("mtime_ns")):
+    probed = recorded.get("version")
+    if probed is None and "mtime_ns" in recorded:  # rows submitted before versions
+        probed = f"{recorded.get('size')}:{recorded['mtime_ns']}"
+    if probed != version:
         return None
     return media_probe.info_from_ffprobe(recorded["ffprobe"], path=input_path)
 
@@ -200,20 +214,46 @@ def execute(
 ):
     shutil.rmtree(work_dir, ignore_errors=True)
     os.makedirs(work_dir)
-    input_path = storage.resolve(settings.storage_root, row["input_path"])
-    reference = None
+    store = mediastore.store_for(settings)
+    input_rel = store.normalize(row["input_path"])
+    reference_rel = None
     for op in row["operations"]:
         if op.get("type") == "analyze" and op.get("reference"):
-            reference = storage.resolve(settings.storage_root, op["reference"])
-    # Checked again here, on the real paths, so that a row or a link changed after submission
+            reference_rel = store.normalize(op["reference"], field="reference")
+    # Checked again here, before anything is read, so that a row changed after submission
     # cannot make the job read a file its submitter may not.
     requester = ownership.job_requester(run.conn, row)
-    for what, path in (("input", input_path), ("reference", reference)):
-        if path is not None:
-            ownership.require_usable(
-                run.conn, storage.relative(settings.storage_root, path), requester, what
-            )
-    info = known_input(row, input_path) or media_probe.probe(
+    for what, relpath in (("input", input_rel), ("reference", reference_rel)):
+        if relpath is not None:
+            ownership.require_usable(run.conn, relpath, requester, what)
+    # Inputs fetched from a bucket go to <work dir>/.input, removed before the outputs are
+    # published; a local store hands out the files themselves.
+    fetched = os.path.join(work_dir, ".input")
+    with contextlib.ExitStack() as stack:
+        run.stage = "fetching input"
+        input_path, version = stack.enter_context(store.local_copy(input_rel, fetched))
+        reference = None
+        if reference_rel is not None:
+            reference, _ = stack.enter_context(store.local_copy(reference_rel, fetched))
+        outcome = transcode(
+            row, settings, work_dir, run, encoder, gpu_encoders, input_path, version, reference
+        )
+    shutil.rmtree(fetched, ignore_errors=True)
+    return outcome
+
+
+def transcode(
+    row: dict,
+    settings: Settings,
+    work_dir: str,
+    run: JobRun,
+    encoder: str,
+    gpu_encoders: tuple[str, ...],
+    input_path: str,
+    version: str | None,
+    reference: str | None,
+):
+    info = known_input(row, version, input_path) or media_probe.probe(
         input_path, ffprobe_bin=settings.ffprobe_bin, max_pixels=settings.max_input_pixels
     )
     from .media import spec as media_spec
@@ -251,39 +291,29 @@ def execute(
 def publish(
     conn, settings: Settings, row: dict, work_dir: str, worker_id: str, outcome, run: JobRun
 ) -> bool:
-    """Move the finished work directory into output/ in one rename, then mark the row."""
+    """Publish the finished work directory as the job's outputs (all at once: one rename
+    locally, a manifest written last in a bucket), then mark the row."""
     steps, result = outcome
     job_id = str(row["id"])
-    storage.ensure_layout(settings.storage_root)
-    final_dir = os.path.join(settings.output_dir, job_id)
-    if os.path.exists(final_dir):  # left by an attempt that died after its rename
-        shutil.rmtree(final_dir)
-    os.replace(work_dir, final_dir)
-    outputs, size = [], 0
-    for dirpath, _dirs, names in os.walk(final_dir):
-        for name in names:
-            path = os.path.join(dirpath, name)
-            outputs.append(storage.relative(settings.storage_root, path))
-            size += os.path.getsize(path)
-    outputs.sort()
+    store = mediastore.store_for(settings)
+    run.stage = "publishing outputs"
+    run.beat(force=True)
+    files = store.publish(job_id, row["retry_count"], work_dir)
+    outputs = [relpath for relpath, _size in files]
     primary = media_plan.primary_output(steps)
-    primary_path = (
-        storage.relative(settings.storage_root, os.path.join(final_dir, primary))
-        if primary
-        else (outputs[0] if outputs else None)
-    )
+    primary_path = f"output/{job_id}/{primary}" if primary else (outputs[0] if outputs else None)
     done = jobs.complete(
         conn,
         job_id,
         worker_id,
         output_path=primary_path,
         outputs=outputs,
-        output_size=size,
+        output_size=sum(size for _relpath, size in files),
         result=result.result or None,
         logs=run.for_users(result.stderr_tail),
     )
     if done is None:  # cancelled while finishing: the outputs are not wanted
-        shutil.rmtree(final_dir, ignore_errors=True)
+        store.unpublish(job_id)
         return False
     return True
 
@@ -506,7 +536,7 @@ def run_worker(
     name = name or f"{socket.gethostname()}.{os.getpid()}.{kind}"
     os.environ[WORKER_NAME_ENV] = name
     os.environ[WORKER_KIND_ENV] = kind
-    storage.ensure_layout(settings.storage_root)
+    mediastore.store_for(settings).prepare()
     # The worker's own client: its blocking dequeue waits up to worker_ttl - 15 s, so its
     # socket timeout must be longer than that on every pooled connection (RQ only raises the
     # timeout for connections made after it starts, and quits on a client-side timeout).

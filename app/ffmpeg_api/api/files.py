@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import os
+import dataclasses
 
 from flask import Blueprint, g, jsonify, request
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.formparser import FormDataParser
 
-from .. import ownership, storage, storage_quota
-from ..errors import PayloadTooLarge, UploadIncomplete, ValidationError
+from .. import mediastore, ownership, storage_quota
+from ..errors import InputRejected, PayloadTooLarge, UploadIncomplete, ValidationError
+from ..media import probe as media_probe
 from .pipeline import authenticated, db, settings
 
 bp = Blueprint("files", __name__)
@@ -37,13 +38,13 @@ class _ClientBody:
         return data
 
 
-def _multipart_file(root: str):
-    """The multipart form's parts, its file parts spooled in tmp/ of the storage root. A body
+def _multipart_file(store):
+    """The multipart form's parts, its file parts spooled in the store's scratch. A body
     that ends before its closing boundary is refused (Werkzeug's own parsing of request.files
     would drop the cut-off part and let the request go on without it)."""
     body = _ClientBody(request.stream)
     parser = FormDataParser(
-        stream_factory=lambda *_args, **_kw: storage.spool(root),
+        stream_factory=lambda *_args, **_kw: store.spool(),
         max_form_memory_size=request.max_form_memory_size,
         max_content_length=request.max_content_length,
         max_form_parts=request.max_form_parts,
@@ -69,6 +70,7 @@ def _multipart_file(root: str):
 @authenticated
 def upload():
     s = settings()
+    store = mediastore.store_for(s)
     principal = g.principal
     length = request.content_length
     if length is not None and length > s.max_upload_bytes + 64 * 1024:
@@ -77,15 +79,13 @@ def upload():
     # A multipart body's length includes its envelope, so only a raw body's is the file's.
     budget = storage_quota.upload_budget(db(), s, principal.user_id, None if multipart else length)
     if multipart:
-        files = _multipart_file(s.storage_root)
+        files = _multipart_file(store)
         try:
             item = files.get("file")
             if item is None:
                 raise ValidationError("multipart upload needs a field named 'file'", field="file")
             name = request.args.get("name") or item.filename
-            stored = storage.save_stream(
-                s.storage_root, name, item.stream, s.max_upload_bytes, budget
-            )
+            stored, probe = _receive(store, s, name, item.stream, budget)
         finally:
             for _field, part in files.items(multi=True):
                 part.close()
@@ -93,14 +93,7 @@ def upload():
         name = request.args.get("name")
         if not name:
             raise ValidationError("a raw upload needs ?name=<file name>", field="name")
-        stored = storage.save_stream(
-            s.storage_root,
-            name,
-            _ClientBody(request.stream),
-            s.max_upload_bytes,
-            budget,
-            expected_size=length,
-        )
+        stored, probe = _receive(store, s, name, _ClientBody(request.stream), budget, length)
     conn = db()
     try:
         with conn.transaction():
@@ -113,11 +106,30 @@ def upload():
                 api_key_id=principal.key_id,
                 size=stored.size,
                 sha256=stored.sha256,
+                probe=probe,
+                version=stored.version,
             )
     except BaseException:
         # An upload nobody owns would be usable by admins only and counted for no one.
-        storage.remove(os.path.join(s.storage_root, os.path.dirname(stored.path)))
+        store.discard_upload(stored.path)
         raise
     response = jsonify({"path": stored.path, "size": stored.size, "sha256": stored.sha256})
     response.status_code = 201
     return response
+
+
+def _receive(store, s, name, stream, budget, expected_size=None):
+    """Store the upload and probe it while a local copy exists: (StoredFile, probe record).
+    A file ffprobe cannot read is still stored (it may be a reference, or the client's
+    mistake to learn about at submission); the record keeps ffprobe's reason."""
+    with store.receive(name, stream, s.max_upload_bytes, budget, expected_size) as (stored, path):
+        try:
+            raw = media_probe.probe_raw(
+                path, ffprobe_bin=s.ffprobe_bin, max_pixels=s.max_input_pixels
+            )
+            probe = {"ffprobe": raw}
+        except InputRejected as exc:
+            probe = {"error": exc.message}
+        if stored.version is None:  # the local backend: the file's own size and mtime
+            stored = dataclasses.replace(stored, version=store.version(stored.path))
+    return stored, probe

@@ -12,7 +12,7 @@ import time
 
 from flask import Blueprint, Response, jsonify, request
 
-from .. import control, keys, queues, storage
+from .. import control, keys, mediastore, queues
 from .. import db as dbmod
 from ..errors import Unauthorized
 from ..metrics import render
@@ -69,18 +69,9 @@ def check_all(s) -> dict:
         return {"status": status, **kinds}
 
     def storage_check():
-        usage = storage.disk_usage(s.storage_root)
-        status = "ok"
-        if not usage["writable"] or usage["free_percent"] < 2:
-            status = "error"
-        elif usage["free_percent"] < 10:
-            status = "warning"
-        return {
-            "status": status,
-            "free_bytes": usage["free_bytes"],
-            "free_percent": usage["free_percent"],
-            "writable": usage["writable"],
-        }
+        # The local root's free space, or the bucket (HEAD plus a write/read/delete probe,
+        # cached a few seconds) and this host's scratch: mediastore decides the status.
+        return mediastore.store_for(s).health()
 
     def ffmpeg_check():
         return {"version": ffmpeg_version(s.ffmpeg_bin)}

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import os
+import posixpath
 
-from flask import Blueprint, g, jsonify, request, send_file
+from flask import (
+    Blueprint,
+    Response,
+    g,
+    jsonify,
+    make_response,
+    request,
+    send_file,
+    stream_with_context,
+)
 
-from .. import jobs, storage
-from ..errors import Conflict, NotFound
+from .. import jobs, mediastore, storage
+from ..errors import Conflict, NotFound, ValidationError
 from .params import BIGINT_MAX, query_int
 from .pipeline import authenticated, db, json_body, redis_conn, settings
 
@@ -96,9 +106,71 @@ def job_output(job_id: str):
         relpath = row["output_path"]
     if not relpath:
         raise NotFound("job has no output file")
-    path = storage.resolve(s.storage_root, relpath)
-    if not os.path.isfile(path):
-        raise NotFound("the output file is gone (cleaned up or archived)")
-    return send_file(
-        path, conditional=True, as_attachment=True, download_name=os.path.basename(path)
+    store = mediastore.store_for(s)
+    redirect = _flag("redirect", default=True)
+    if store.backend == "local":
+        path = storage.resolve(s.storage_root, relpath)
+        if not os.path.isfile(path):
+            raise NotFound("the output file is gone (cleaned up or archived)")
+        return send_file(
+            path, conditional=True, as_attachment=True, download_name=os.path.basename(path)
+        )
+    name = posixpath.basename(relpath)
+    if redirect:
+        if not store.output_exists(relpath):
+            raise NotFound("the output file is gone (cleaned up or archived)")
+        response = make_response("", 302)
+        response.headers["Location"] = store.bucket.presigned_url(
+            relpath, s.output_url_ttl, download_name=name
+        )
+        response.headers["Cache-Control"] = "private, no-store"
+        return response
+    return _stream_object(store, relpath, name)
+
+
+def _flag(name: str, *, default: bool) -> bool:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if raw.lower() in ("1", "true", "yes"):
+        return True
+    if raw.lower() in ("0", "false", "no"):
+        return False
+    raise ValidationError(f"{name} must be true or false", field=name)
+
+
+def _stream_object(store, relpath: str, name: str):
+    """The object through the API, chunk by chunk, a client's Range passed on to the store
+    (206 with its Content-Range; 416 when the range is past the end)."""
+    from botocore.exceptions import ClientError
+
+    wanted = request.headers.get("Range")
+    try:
+        obj = store.bucket.get(relpath, wanted)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code")
+        if code in ("404", "NoSuchKey"):
+            raise NotFound("the output file is gone (cleaned up or archived)") from None
+        if code == "InvalidRange":
+            response = make_response("", 416)
+            head = store.bucket.head(relpath)
+            if head:
+                response.headers["Content-Range"] = f"bytes */{head['ContentLength']}"
+            return response
+        raise
+    body = obj["Body"]
+    response = Response(
+        stream_with_context(body.iter_chunks(256 * 1024)),
+        status=206 if obj.get("ContentRange") else 200,
+        mimetype=obj.get("ContentType") or "application/octet-stream",
+        direct_passthrough=True,
     )
+    response.headers["Content-Length"] = str(obj["ContentLength"])
+    response.headers["Accept-Ranges"] = "bytes"
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    if obj.get("ContentRange"):
+        response.headers["Content-Range"] = obj["ContentRange"]
+    if obj.get("ETag"):
+        response.headers["ETag"] = obj["ETag"]
+    response.call_on_close(body.close)
+    return response

@@ -156,6 +156,15 @@ def probe(
     """Probe a local media file; raise `InputRejected` if it cannot or must not be used.
 
     `max_pixels` (MAX_INPUT_PIXELS) guards the frames ffprobe decodes to read the streams."""
+    raw = probe_raw(path, ffprobe_bin=ffprobe_bin, timeout=timeout, max_pixels=max_pixels)
+    return info_from_ffprobe(raw, path=path)
+
+
+def probe_raw(
+    path: str, *, ffprobe_bin: str = "ffprobe", timeout: float = 30, max_pixels: int = 0
+) -> dict:
+    """ffprobe's JSON of a local file; `InputRejected` when ffprobe cannot read it. Whether
+    what it read may be used is `info_from_ffprobe`'s to decide."""
     if not os.path.isfile(path):
         raise InputRejected("input file does not exist or is not a regular file")
     argv = [
@@ -191,7 +200,7 @@ def probe(
         raw = json.loads(proc.stdout.decode("utf-8", "replace") or "{}")
     except ValueError:
         raise InputRejected("cannot read input media: ffprobe returned invalid JSON") from None
-    return info_from_ffprobe(raw, path=path)
+    return raw
 
 
 def _strip_path(message: str, path: str) -> str:

@@ -1,0 +1,263 @@
+"""Where media lives, behind one interface: the local storage root or an S3 bucket.
+
+Both backends name things by the same relative paths (`uploads/<uuid>/<name>`,
+`output/<job id>/<file>`), so job rows, ownership records and API answers do not depend on
+the backend. What differs is only how bytes move:
+
+- local: paths resolve under STORAGE_ROOT (every symlink resolved, so nothing outside it is
+  reachable); a job works in STORAGE_ROOT/tmp and its directory is renamed into output/.
+- s3: a worker downloads the input into its scratch (WORK_DIR), works there, uploads the
+  outputs under tmp/<job>.<attempt>/ and publishes them (manifest last, objectstore.publish).
+
+`version(relpath)` identifies one content of a path: the submission records it with the
+ffprobe result, and a worker that finds the same version reuses that probe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import re
+import shutil
+import tempfile
+import threading
+import time
+
+from . import storage
+from .errors import PathError
+from .settings import Settings
+
+#: Seconds a health probe of the bucket is reused (the issue: "cached for a few seconds").
+PROBE_TTL = 5.0
+
+
+class LocalStore:
+    backend = "local"
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.root = settings.storage_root
+
+    def prepare(self) -> None:
+        """Create what this host writes to."""
+        storage.ensure_layout(self.root)
+
+    def normalize(self, client_path, field: str = "input") -> str:
+        """The relative path a client's path names, confined to the root (or a 422)."""
+        try:
+            real = storage.resolve(self.root, client_path)
+        except PathError as exc:
+            raise PathError(exc.message, field=field) from None
+        return storage.relative(self.root, real)
+
+    def version(self, relpath: str) -> str | None:
+        """Size and mtime of a regular file; None when there is none."""
+        path = os.path.join(self.root, relpath)
+        if not storage.is_regular_file(path):
+            return None
+        st = os.stat(path)
+        return f"{st.st_size}:{st.st_mtime_ns}"
+
+    def spool(self):
+        return storage.spool(self.root)
+
+    @contextlib.contextmanager
+    def receive(self, name, stream, max_bytes, budget=None, expected_size=None):
+        """Store an upload; yields (StoredFile, a local path to probe it at)."""
+        stored = storage.save_stream(self.root, name, stream, max_bytes, budget, expected_size)
+        yield stored, os.path.join(self.root, stored.path)
+
+    def discard_upload(self, relpath: str) -> None:
+        storage.remove(os.path.join(self.root, posixpath.dirname(relpath)))
+
+    @contextlib.contextmanager
+    def local_copy(self, relpath: str, scratch: str):
+        """A local path holding relpath's bytes and the version it had: the file itself."""
+        yield os.path.join(self.root, relpath), self.version(relpath)
+
+    def publish(self, job_id: str, attempt: int, work_dir: str) -> list[tuple[str, int]]:
+        """Move the finished work directory into output/<job> in one rename; its files."""
+        storage.ensure_layout(self.root)
+        final_dir = os.path.join(self.settings.output_dir, job_id)
+        if os.path.exists(final_dir):  # left by an attempt that died after its rename
+            shutil.rmtree(final_dir)
+        os.replace(work_dir, final_dir)
+        files = []
+        for dirpath, _dirs, names in os.walk(final_dir):
+            for name in names:
+                path = os.path.join(dirpath, name)
+                files.append((storage.relative(self.root, path), os.path.getsize(path)))
+        return sorted(files)
+
+    def unpublish(self, job_id: str) -> None:
+        shutil.rmtree(os.path.join(self.settings.output_dir, job_id), ignore_errors=True)
+
+    def output_exists(self, relpath: str) -> bool:
+        return os.path.isfile(storage.resolve(self.root, relpath))
+
+    def health(self) -> dict:
+        usage = storage.disk_usage(self.root)
+        status = "ok"
+        if not usage["writable"] or usage["free_percent"] < 2:
+            status = "error"
+        elif usage["free_percent"] < 10:
+            status = "warning"
+        return {
+            "status": status,
+            "backend": self.backend,
+            "free_bytes": usage["free_bytes"],
+            "free_percent": usage["free_percent"],
+            "writable": usage["writable"],
+        }
+
+
+_KEY_SEGMENT = re.compile(r"^[^\x00-\x1f\x7f]+$")
+
+
+class S3Store:
+    backend = "s3"
+
+    def __init__(self, settings: Settings):
+        from .objectstore import S3Store as Bucket
+
+        self.settings = settings
+        self.bucket = Bucket.from_settings(settings)
+
+    def prepare(self) -> None:
+        os.makedirs(self.settings.scratch_dir, exist_ok=True)
+
+    def normalize(self, client_path, field: str = "input") -> str:
+        """A client's path as a key below the prefix: relative, no `.`/`..` segment, no
+        control characters (a key is not a filesystem path, but the same spelling rules keep
+        one path naming one object)."""
+        if not isinstance(client_path, str) or not client_path or "\x00" in client_path:
+            raise PathError("path must be a non-empty string", field=field)
+        parts = client_path.strip("/").split("/")
+        if any(p in ("", ".", "..") or not _KEY_SEGMENT.match(p) for p in parts):
+            raise PathError("path is outside the storage root", field=field)
+        return "/".join(parts)
+
+    def version(self, relpath: str) -> str | None:
+        head = self.bucket.head(relpath)
+        return head["ETag"] if head else None
+
+    def spool(self):
+        os.makedirs(self.settings.scratch_dir, exist_ok=True)
+        return tempfile.TemporaryFile(dir=self.settings.scratch_dir)
+
+    @contextlib.contextmanager
+    def receive(self, name, stream, max_bytes, budget=None, expected_size=None):
+        """Stream an upload into the bucket and, beside it, into a scratch file the caller
+        probes; the scratch copy is gone when the block ends."""
+        os.makedirs(self.settings.scratch_dir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=self.settings.scratch_dir, suffix=".part") as copy:
+            tee = _Tee(stream, copy)
+            stored = self.bucket.save_stream(name, tee, max_bytes, budget, expected_size)
+            copy.flush()
+            yield stored, copy.name
+
+    def discard_upload(self, relpath: str) -> None:
+        self.bucket.delete_keys([relpath])
+
+    @contextlib.contextmanager
+    def local_copy(self, relpath: str, scratch: str):
+        """Download relpath into `scratch`; yields (path, the ETag of the bytes fetched)."""
+        os.makedirs(scratch, exist_ok=True)
+        path = os.path.join(scratch, storage.safe_name(posixpath.basename(relpath)))
+        etag = self.bucket.download(relpath, path)
+        try:
+            yield path, etag
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    def publish(self, job_id: str, attempt: int, work_dir: str) -> list[tuple[str, int]]:
+        """Upload the work directory under tmp/<job>.<attempt>/, publish it to output/<job>/
+        with the manifest last, and drop every staged copy of the job's attempts."""
+        staged = f"tmp/{job_id}.{attempt}"
+        files = self.bucket.upload_dir(work_dir, staged)
+        self.bucket.publish(staged, f"output/{job_id}", files)
+        self.bucket.delete_keys([rel for rel, _s, _m in self.bucket.list_raw(f"tmp/{job_id}.")])
+        return [(f"output/{job_id}/{rel}", size) for rel, size in files]
+
+    def unpublish(self, job_id: str) -> None:
+        self.bucket.delete_prefix(f"output/{job_id}")
+
+    def output_exists(self, relpath: str) -> bool:
+        return self.bucket.head(relpath) is not None
+
+    def health(self) -> dict:
+        return _probe_cached(self)
+
+
+class _Tee:
+    """A stream whose every read is also written to `copy`."""
+
+    def __init__(self, stream, copy):
+        self._stream, self._copy = stream, copy
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        if data:
+            self._copy.write(data)
+        return data
+
+
+_probe_lock = threading.Lock()
+_probe_result: dict = {}
+
+
+def _probe_cached(store: S3Store) -> dict:
+    """The bucket's health, probed at most every PROBE_TTL seconds per process. A failing
+    bucket is a `warning` (the service degrades: uploads and new outputs fail, running
+    transcodes and queued jobs wait), never an unreadable error page."""
+    key = (store.settings.s3_endpoint_url, store.settings.s3_bucket, store.settings.s3_prefix)
+    with _probe_lock:
+        cached = _probe_result.get(key)
+        if cached and time.monotonic() - cached[0] < PROBE_TTL:
+            return cached[1]
+        try:
+            result = {"status": "ok", "backend": "s3", **store.bucket.probe()}
+        except Exception as exc:  # botocore's errors, timeouts, refused connections
+            result = {
+                "status": "warning",
+                "backend": "s3",
+                "bucket": store.settings.s3_bucket,
+                "error": f"{exc.__class__.__name__}: {exc}"[:300],
+            }
+        scratch = store.settings.scratch_dir
+        try:
+            os.makedirs(scratch, exist_ok=True)
+            free = shutil.disk_usage(scratch)
+            result["scratch_free_bytes"] = free.free
+            result["scratch_free_percent"] = round(100.0 * free.free / free.total, 2)
+        except OSError as exc:
+            result["status"] = "warning"
+            result["scratch_error"] = str(exc)
+        _probe_result[key] = (time.monotonic(), result)
+        return result
+
+
+_stores: dict = {}
+
+
+def store_for(settings: Settings):
+    """The store of these settings, one per process (a work horse forked from a worker makes
+    its own boto3 client: clients are not shared across a fork)."""
+    if settings.storage_backend != "s3":
+        return LocalStore(settings)
+    key = (
+        os.getpid(),
+        settings.storage_root,
+        settings.s3_endpoint_url,
+        settings.s3_region,
+        settings.s3_bucket,
+        settings.s3_prefix,
+        settings.s3_addressing_style,
+        settings.work_dir,
+    )
+    store = _stores.get(key)
+    if store is None:
+        store = _stores[key] = S3Store(settings)
+    return store
