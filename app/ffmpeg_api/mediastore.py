@@ -16,6 +16,7 @@ ffprobe result, and a worker that finds the same version reuses that probe.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import posixpath
 import re
@@ -27,6 +28,8 @@ import time
 from . import storage
 from .errors import PathError
 from .settings import Settings
+
+log = logging.getLogger(__name__)
 
 #: Seconds a health probe of the bucket is reused (the issue: "cached for a few seconds").
 PROBE_TTL = 5.0
@@ -115,6 +118,30 @@ class LocalStore:
 _KEY_SEGMENT = re.compile(r"^[^\x00-\x1f\x7f]+$")
 
 
+class StoreUnavailable(RuntimeError):
+    """The bucket failed a job's read or write: the reason a user reads on the failed job
+    (no endpoint, no key; operators find those in the worker's log)."""
+
+
+@contextlib.contextmanager
+def _bucket_errors(doing: str):
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "error")
+        log.warning("object store failed %s: %s", doing, exc)
+        if code in ("404", "NoSuchKey", "NotFound"):
+            raise StoreUnavailable(f"{doing}: the object is gone from storage") from None
+        raise StoreUnavailable(f"{doing}: the object store answered {code}") from None
+    except BotoCoreError as exc:
+        log.warning("object store failed %s: %s", doing, exc)
+        raise StoreUnavailable(
+            f"{doing}: the object store could not be reached ({exc.__class__.__name__})"
+        ) from None
+
+
 class S3Store:
     backend = "s3"
 
@@ -165,7 +192,8 @@ class S3Store:
         """Download relpath into `scratch`; yields (path, the ETag of the bytes fetched)."""
         os.makedirs(scratch, exist_ok=True)
         path = os.path.join(scratch, storage.safe_name(posixpath.basename(relpath)))
-        etag = self.bucket.download(relpath, path)
+        with _bucket_errors("fetching the input"):
+            etag = self.bucket.download(relpath, path)
         try:
             yield path, etag
         finally:
@@ -176,9 +204,10 @@ class S3Store:
         """Upload the work directory under tmp/<job>.<attempt>/, publish it to output/<job>/
         with the manifest last, and drop every staged copy of the job's attempts."""
         staged = f"tmp/{job_id}.{attempt}"
-        files = self.bucket.upload_dir(work_dir, staged)
-        self.bucket.publish(staged, f"output/{job_id}", files)
-        self.bucket.delete_keys([rel for rel, _s, _m in self.bucket.list_raw(f"tmp/{job_id}.")])
+        with _bucket_errors("saving the outputs"):
+            files = self.bucket.upload_dir(work_dir, staged)
+            self.bucket.publish(staged, f"output/{job_id}", files)
+            self.bucket.delete_keys([rel for rel, _s, _m in self.bucket.list_raw(f"tmp/{job_id}.")])
         return [(f"output/{job_id}/{rel}", size) for rel, size in files]
 
     def unpublish(self, job_id: str) -> None:

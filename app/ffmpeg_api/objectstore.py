@@ -165,19 +165,20 @@ class S3Store:
     # --- reading ----------------------------------------------------------------------
 
     def download(self, relpath: str, dest: str) -> str:
-        """Copy an object to a local file (a worker's scratch); the ETag of the bytes copied
-        (boto3's parallel ranged GETs, each pinned to that ETag with If-Match, so an object
-        replaced mid-download fails instead of mixing two contents)."""
-        head = self.client.head_object(Bucket=self.bucket, Key=self.key(relpath))
+        """Copy an object to a local file (a worker's scratch), streamed in chunks; the ETag
+        of the bytes copied. A failed copy leaves no file."""
+        obj = self.client.get_object(Bucket=self.bucket, Key=self.key(relpath))
         try:
-            self.client.download_file(
-                self.bucket, self.key(relpath), dest, ExtraArgs={"IfMatch": head["ETag"]}
-            )
+            with open(dest, "wb") as out:
+                for chunk in obj["Body"].iter_chunks(READ_CHUNK):
+                    out.write(chunk)
         except BaseException:
             if os.path.exists(dest):
                 os.unlink(dest)
             raise
-        return head["ETag"]
+        finally:
+            obj["Body"].close()
+        return obj["ETag"]
 
     def head(self, relpath: str) -> dict | None:
         from botocore.exceptions import ClientError
