@@ -134,6 +134,14 @@ def admit(
             f"is {settings.max_active_jobs_per_user} (MAX_ACTIVE_JOBS_PER_USER): wait for one "
             "to finish or cancel one"
         )
+    admit_output(conn, settings, principal.user_id, output_seconds)
+
+
+def admit_output(
+    conn: psycopg.Connection, settings: Settings, user_id: str, output_seconds: float
+) -> None:
+    """Raise a 429 if `output_seconds` more would take the user over the daily output quota
+    (at submission, and in the worker for a URL input planned only once fetched)."""
     limit = settings.output_seconds_per_day
     if limit <= 0:
         return
@@ -143,11 +151,11 @@ def admit(
             f"of {limit:g} (OUTPUT_SECONDS_PER_DAY) on its own: trim it or split it",
             field="operations",
         )
-    used = output_seconds_today(conn, principal.user_id)
+    used = output_seconds_today(conn, user_id)
     if used + output_seconds > limit:
-        wait = seconds_until_free(conn, principal.user_id, used + output_seconds - limit)
+        wait = seconds_until_free(conn, user_id, used + output_seconds - limit)
         raise OutputQuotaExceeded(
-            f"user {principal.user_id!r} has used {used:.0f} of {limit:g} encoded "
+            f"user {user_id!r} has used {used:.0f} of {limit:g} encoded "
             f"output-seconds in the last 24 h (OUTPUT_SECONDS_PER_DAY); this job needs "
             f"{output_seconds:.0f}",
             headers={"Retry-After": str(wait)} if wait else None,

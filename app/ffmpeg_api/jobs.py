@@ -22,7 +22,7 @@ import psycopg
 import redis
 from psycopg.types.json import Jsonb
 
-from . import job_quotas, mediastore, ownership, queues
+from . import job_quotas, mediastore, ownership, queues, remote_input
 from .errors import Conflict, GpuUnavailable, InputRejected, NotFound, ValidationError
 from .keys import Principal
 from .media import plan as media_plan
@@ -186,11 +186,19 @@ def validate_submission(
 
     requester = ownership.Requester.of(principal)
     store = mediastore.store_for(settings)
-    input_rel, input_version = usable_file(conn, store, requester, payload["input"], field="input")
-    info = probe_stored(conn, settings, store, input_rel, input_version)
-    media_probe.check_limits(
-        info, max_duration=settings.max_input_duration, max_pixels=settings.max_input_pixels
-    )
+    info = None
+    if remote_input.is_url(payload["input"]):
+        # Fetched and probed by the worker (see remote_input): only the URL is judged now.
+        remote_input.validate_input_url(payload["input"], settings)
+        input_rel, input_version = payload["input"], None
+    else:
+        input_rel, input_version = usable_file(
+            conn, store, requester, payload["input"], field="input"
+        )
+        info = probe_stored(conn, settings, store, input_rel, input_version)
+        media_probe.check_limits(
+            info, max_duration=settings.max_input_duration, max_pixels=settings.max_input_pixels
+        )
 
     op_dicts = []
     reference = None
@@ -208,17 +216,22 @@ def validate_submission(
         op_dicts.append(d)
     # Planning runs nothing, and catches at submission what only the probed input reveals
     # (a trim past the end, thumbnails of an audio file, an output too large for the limits),
-    # so those are a 422 now rather than a failed job later.
-    steps = media_plan.build_plan(
-        input_path=os.path.join(plan_dir, input_rel),
-        info=info,
-        operations=ops,
-        output_format=output_format,
-        work_dir=plan_dir,
-        reference_path=reference,
-        max_output_pixels=settings.max_output_pixels,
-        max_output_pixel_rate=settings.max_output_pixel_rate,
-        max_input_pixels=settings.max_input_pixels,
+    # so those are a 422 now rather than a failed job later. A URL input is planned by the
+    # worker once it has the file (`plan_fetched_input`).
+    steps = (
+        None
+        if info is None
+        else media_plan.build_plan(
+            input_path=os.path.join(plan_dir, input_rel),
+            info=info,
+            operations=ops,
+            output_format=output_format,
+            work_dir=plan_dir,
+            reference_path=reference,
+            max_output_pixels=settings.max_output_pixels,
+            max_output_pixel_rate=settings.max_output_pixel_rate,
+            max_input_pixels=settings.max_input_pixels,
+        )
     )
 
     if hardware == "gpu" and (redis_conn is None or not gpu_capacity(redis_conn)):
@@ -242,14 +255,45 @@ def validate_submission(
         "hardware": hardware,
         "queue": queues.queue_name(priority, hardware),
         "input_path": input_rel,
-        "input_duration": info.duration,
-        "input_info": {"version": input_version, "ffprobe": info.raw},
+        "input_duration": info.duration if info else None,
+        "input_info": {"version": input_version, "ffprobe": info.raw} if info else None,
         "output_format": output_format,
         "operations": op_dicts,
         "webhook_url": webhook_url,
-        "output_seconds": media_plan.output_seconds(steps),
-        "timeout_seconds": planned_timeout(settings, steps),
+        "output_seconds": media_plan.output_seconds(steps) if steps else 0.0,
+        "timeout_seconds": (
+            planned_timeout(settings, steps) if steps else unplanned_timeout(settings, op_dicts)
+        ),
     }
+
+
+def unplanned_timeout(settings: Settings, operations: list) -> float:
+    """RQ's limit for a job whose input is not probed yet (a URL): the fetch, then every
+    operation on the longest input allowed. The worker still holds each ffmpeg step to the
+    limit of its planned work (`step_timeout`)."""
+    per_step = settings.job_timeout_base + settings.job_timeout_factor * (
+        settings.max_input_duration
+    )
+    return settings.input_fetch_timeout + per_step * max(1, len(operations))
+
+
+def plan_fetched_input(
+    conn: psycopg.Connection, settings: Settings, row: dict, info, steps
+) -> None:
+    """What submission checks on a stored input, applied by the worker to a fetched one:
+    the input limits and the user's daily output quota (failing the job with the reason);
+    then the row records the input's duration and the planned output-seconds."""
+    media_probe.check_limits(
+        info, max_duration=settings.max_input_duration, max_pixels=settings.max_input_pixels
+    )
+    planned = media_plan.output_seconds(steps)
+    if row.get("user_id"):
+        job_quotas.admit_output(conn, settings, row["user_id"], planned)
+    conn.execute(
+        "UPDATE jobs SET input_duration = %s, output_seconds = %s WHERE id = %s",
+        (info.duration, planned, row["id"]),
+    )
+    conn.commit()
 
 
 def gpu_capacity(redis_conn: redis.Redis) -> int:

@@ -31,6 +31,7 @@ from . import (
     metrics,
     ownership,
     queues,
+    remote_input,
     storage,
     webhooks,
 )
@@ -215,7 +216,8 @@ def execute(
     shutil.rmtree(work_dir, ignore_errors=True)
     os.makedirs(work_dir)
     store = mediastore.store_for(settings)
-    input_rel = store.normalize(row["input_path"])
+    url = row["input_path"] if remote_input.is_url(row["input_path"]) else None
+    input_rel = None if url else store.normalize(row["input_path"])
     reference_rel = None
     for op in row["operations"]:
         if op.get("type") == "analyze" and op.get("reference"):
@@ -231,7 +233,12 @@ def execute(
     fetched = os.path.join(work_dir, ".input")
     with contextlib.ExitStack() as stack:
         run.stage = "fetching input"
-        input_path, version = stack.enter_context(store.local_copy(input_rel, fetched))
+        run.beat(force=True)
+        if url:
+            os.makedirs(fetched, exist_ok=True)
+            input_path, version = remote_input.fetch(url, fetched, settings), None
+        else:
+            input_path, version = stack.enter_context(store.local_copy(input_rel, fetched))
         reference = None
         if reference_rel is not None:
             reference, _ = stack.enter_context(store.local_copy(reference_rel, fetched))
@@ -277,6 +284,8 @@ def transcode(
         max_output_pixel_rate=settings.max_output_pixel_rate,
         max_input_pixels=settings.max_input_pixels,
     )
+    if row.get("input_info") is None:  # a URL input: the checks submission could not make
+        jobs.plan_fetched_input(run.conn, settings, row, info, steps)
     outcome = media_runner.run_plan(
         steps,
         on_progress=run.on_progress,
