@@ -547,10 +547,18 @@ def storage():
 @command(storage, "usage")
 @click.option("--top", type=click.IntRange(min=1, max=1000), default=20, show_default=True)
 def storage_usage(as_json, top):
-    """Disk figures and the largest entries under the storage root."""
+    """Disk figures and the largest entries under the storage root.
+
+    With STORAGE_BACKEND=s3: bytes and objects of uploads/, output/ and tmp/ in the bucket,
+    its largest entries, and the disk figures of this host's scratch directory (WORK_DIR).
+    """
     from . import storage as st
 
-    emit(st.usage(settings().storage_root, top=top), as_json)
+    s = settings()
+    if s.storage_backend == "s3":
+        emit(st.s3_usage(st.s3_store(s), s.scratch_dir, top=top), as_json)
+    else:
+        emit(st.usage(s.storage_root, top=top), as_json)
 
 
 @command(storage, "cleanup", changes=True)
@@ -558,7 +566,8 @@ def storage_usage(as_json, top):
     "--tmp-older-than",
     type=DURATION_TYPE,
     default=None,
-    help="Remove tmp/ entries untouched for this long (running jobs are kept).",
+    help="Remove tmp/ entries untouched for this long (running jobs are kept); with s3 also"
+    " the scratch directory's entries and multipart uploads begun before then.",
 )
 @click.option(
     "--orphans",
@@ -567,7 +576,8 @@ def storage_usage(as_json, top):
     " whose file is gone.",
 )
 def storage_cleanup(as_json, dry_run, tmp_older_than, orphans):
-    """Remove temporary files and orphaned job outputs."""
+    """Remove temporary files and orphaned job outputs (in the bucket with STORAGE_BACKEND=s3,
+    a thousand keys per listing and per delete)."""
     from . import housekeeping
 
     if tmp_older_than is None and not orphans:

@@ -7,18 +7,35 @@
   dropped, so they stop counting against their user's storage quota.
 - tmp/<job>.<attempt>/: the work directory of an attempt that can no longer run (see
   `dead_attempt_dirs`), removed by the workers' maintenance pass without waiting for its age.
+
+With STORAGE_BACKEND=s3 the same rules hold for the bucket (keys under S3_PREFIX mirror the
+local layout) and for this host's scratch directory (WORK_DIR), where the work directories
+are:
+- tmp/ objects (outputs staged by an attempt and not yet published) go by the age of their
+  top-level entry's newest object, except processing jobs' entries; multipart uploads begun
+  before the threshold are aborted (a process killed mid-upload never aborted them), except
+  those under a processing job's tmp/ entry; scratch entries follow the local tmp/ rule.
+- output/<job>/ prefixes are orphans by the same job rule; upload records are stale when
+  their object is gone from uploads/.
+- The staged tmp/<job>.<attempt>/ objects of dead attempts are removed with their directories.
+Objects are listed a page (1,000 keys) at a time and deleted in batches of 1,000; a dry run
+lists the same way and removes nothing.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import time
 import uuid
 
 import psycopg
 
 from . import storage
 from .settings import Settings
+
+log = logging.getLogger(__name__)
 
 ATTEMPT_DIR_RE = re.compile(
     r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.(\d+)$"
@@ -77,6 +94,10 @@ def cleanup(
     orphans: bool,
     dry_run: bool = False,
 ) -> dict:
+    if settings.storage_backend == "s3":
+        return _cleanup_s3(
+            conn, settings, tmp_older_than=tmp_older_than, orphans=orphans, dry_run=dry_run
+        )
     plan = plan_cleanup(conn, settings, tmp_older_than=tmp_older_than, orphans=orphans)
     records = plan.pop("upload_records")
     freed = 0
@@ -93,9 +114,149 @@ def cleanup(
     return {
         "changed": bool(plan["tmp"] or plan["orphans"] or records),
         "dry_run": dry_run,
+        "backend": "local",
         "removed_tmp": rel["tmp"],
+        "removed_scratch": [],
+        "aborted_uploads": [],
         "removed_orphans": rel["orphans"],
         "removed_upload_records": records,
+        "bytes_freed": freed,
+    }
+
+
+# --- the s3 backend ----------------------------------------------------------------------
+
+
+def _running_jobs(conn: psycopg.Connection) -> set[str]:
+    return {str(r["id"]) for r in conn.execute("SELECT id FROM jobs WHERE status = 'processing'")}
+
+
+def _children(store, area: str) -> tuple[list[str], list[str]]:
+    """Names directly under area/ in the bucket, by one delimited listing (a page holds 1,000
+    of them): (names of sub-prefixes, names of loose objects)."""
+    full = store.key(area + "/")
+    prefixes, loose = [], []
+    paginator = store.client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=store.bucket, Prefix=full, Delimiter="/"):
+        for cp in page.get("CommonPrefixes", []):
+            prefixes.append(cp["Prefix"][len(full) :].rstrip("/"))
+        for obj in page.get("Contents", []):
+            loose.append(obj["Key"][len(full) :])
+    return prefixes, loose
+
+
+def plan_cleanup_s3(
+    conn: psycopg.Connection,
+    settings: Settings,
+    store,
+    *,
+    tmp_older_than: float | None,
+    orphans: bool,
+) -> dict:
+    """What `cleanup` removes with the s3 backend, each bucket entry with its objects:
+    {"tmp": {"tmp/<name>": [(relpath, size)]}, "scratch": [local paths], "multipart":
+    [(relpath, upload id)], "orphans": {"output/<name>": [(relpath, size)]},
+    "upload_records": [paths]}."""
+    plan: dict = {"tmp": {}, "scratch": [], "multipart": [], "orphans": {}, "upload_records": []}
+    if tmp_older_than is not None:
+        running = _running_jobs(conn)
+        cutoff = time.time() - tmp_older_than
+        groups: dict[str, list] = {}
+        for rel, size, mtime in store.list("tmp"):
+            name = rel.split("/", 2)[1]
+            group = groups.setdefault(name, [0.0, []])
+            group[0] = max(group[0], mtime)
+            group[1].append((rel, size))
+        for name, (newest, objects) in sorted(groups.items()):
+            if _job_id_of(name) not in running and newest < cutoff:
+                plan["tmp"][f"tmp/{name}"] = objects
+        scratch = settings.scratch_dir
+        names = os.listdir(scratch) if os.path.isdir(scratch) else []
+        keep = {name for name in names if _job_id_of(name) in running}
+        plan["scratch"] = storage.old_entries(scratch, tmp_older_than, keep)
+        for key, upload_id in store.stale_multipart_uploads(tmp_older_than):
+            rel = store.relpath(key)
+            parts = rel.split("/")
+            if parts[0] == "tmp" and len(parts) > 2 and _job_id_of(parts[1]) in running:
+                continue
+            plan["multipart"].append((rel, upload_id))
+        plan["multipart"].sort()
+    if orphans:
+        prefixes, loose = _children(store, "output")
+        ids = [i for i in (_job_id_of(n) for n in prefixes + loose) if i]
+        status = {
+            str(r["id"]): r["status"]
+            for r in conn.execute("SELECT id, status FROM jobs WHERE id = ANY(%s::uuid[])", (ids,))
+        }
+
+        def orphaned(name: str) -> bool:
+            job_id = _job_id_of(name)
+            return job_id is None or status.get(job_id) in (None, "failed", "cancelled")
+
+        for name in sorted(prefixes):
+            if orphaned(name):
+                objects = [(rel, size) for rel, size, _m in store.list(f"output/{name}")]
+                plan["orphans"][f"output/{name}"] = objects
+        for name in sorted(loose):
+            if orphaned(name):
+                head = store.head(f"output/{name}")
+                if head is not None:
+                    plan["orphans"][f"output/{name}"] = [(f"output/{name}", head["ContentLength"])]
+        present = {rel for rel, _size, _m in store.list("uploads")}
+        plan["upload_records"] = [
+            r["path"]
+            for r in conn.execute("SELECT path FROM uploads ORDER BY path")
+            if r["path"] not in present
+        ]
+    conn.rollback()
+    return plan
+
+
+def _cleanup_s3(
+    conn: psycopg.Connection,
+    settings: Settings,
+    *,
+    tmp_older_than: float | None,
+    orphans: bool,
+    dry_run: bool,
+) -> dict:
+    from botocore.exceptions import ClientError
+
+    store = storage.s3_store(settings)
+    plan = plan_cleanup_s3(conn, settings, store, tmp_older_than=tmp_older_than, orphans=orphans)
+    keys = [rel for area in ("tmp", "orphans") for objs in plan[area].values() for rel, _ in objs]
+    freed = sum(size for area in ("tmp", "orphans") for o in plan[area].values() for _, size in o)
+    records = plan["upload_records"]
+    if dry_run:
+        freed += sum(_size(p) for p in plan["scratch"])
+    else:
+        store.delete_keys(keys)
+        for path in plan["scratch"]:
+            freed += storage.remove(path)
+        for rel, upload_id in plan["multipart"]:
+            try:
+                store.client.abort_multipart_upload(
+                    Bucket=store.bucket, Key=store.key(rel), UploadId=upload_id
+                )
+            except ClientError as exc:  # finished or aborted since it was listed
+                if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                    raise
+        if records:
+            conn.execute("DELETE FROM uploads WHERE path = ANY(%s)", (records,))
+            conn.commit()
+    return {
+        "changed": bool(
+            plan["tmp"] or plan["scratch"] or plan["multipart"] or plan["orphans"] or records
+        ),
+        "dry_run": dry_run,
+        "backend": "s3",
+        "bucket": store.bucket,
+        "removed_tmp": sorted(plan["tmp"]),
+        "removed_scratch": plan["scratch"],
+        "aborted_uploads": [rel for rel, _id in plan["multipart"]],
+        "removed_orphans": sorted(plan["orphans"]),
+        "removed_upload_records": records,
+        "objects_removed": len(keys),
         "bytes_freed": freed,
     }
 
@@ -110,12 +271,13 @@ def _size(path: str) -> int:
 
 
 def attempt_dirs(settings: Settings) -> dict[str, list[tuple[int, str]]]:
-    """The work directories in tmp/ (named <job id>.<attempt>, as the worker names them), by
-    job id: [(attempt, path)]. Anything else in tmp/ (uploads in progress, plan checks) is not
-    an attempt's and is left to the age-based cleanup."""
+    """The work directories in this host's scratch directory (STORAGE_ROOT/tmp, or WORK_DIR
+    with the s3 backend), named <job id>.<attempt> as the worker names them, by job id:
+    [(attempt, path)]. Anything else there (uploads in progress, plan checks) is not an
+    attempt's and is left to the age-based cleanup."""
     found: dict[str, list[tuple[int, str]]] = {}
     try:
-        entries = list(os.scandir(settings.tmp_dir))
+        entries = list(os.scandir(settings.scratch_dir))
     except FileNotFoundError:
         return found
     for entry in entries:
@@ -163,9 +325,38 @@ def dead_attempt_dirs(
 def remove_dead_attempt_dirs(
     conn: psycopg.Connection, settings: Settings, found: dict | None = None
 ) -> list[str]:
-    """Remove `dead_attempt_dirs`; returns them relative to the storage root."""
+    """Remove `dead_attempt_dirs`; returns them as `tmp/<job>.<attempt>` (relative to the
+    storage root; with the s3 backend the same name is the staged prefix in the bucket).
+
+    With the s3 backend the staged `tmp/<job>.<attempt>/` objects of dead attempts go too:
+    those of the directories found here and those of any other attempt the bucket holds (an
+    attempt on a host that is gone leaves no directory here). A bucket error is logged and
+    leaves the local removal done."""
     removed = []
     for path in dead_attempt_dirs(conn, settings, found):
         storage.remove(path)
-        removed.append(storage.relative(settings.storage_root, path))
-    return removed
+        if settings.storage_backend == "s3":
+            removed.append("tmp/" + os.path.basename(path))
+        else:
+            removed.append(storage.relative(settings.storage_root, path))
+    if settings.storage_backend == "s3":
+        try:
+            removed += _remove_dead_staged(conn, settings, set(removed))
+        except Exception:
+            log.exception("could not remove the staged objects of dead attempts")
+    return sorted(set(removed))
+
+
+def _remove_dead_staged(conn: psycopg.Connection, settings: Settings, also: set[str]) -> list[str]:
+    store = storage.s3_store(settings)
+    staged: dict[str, list[tuple[int, str]]] = {}
+    prefixes, _loose = _children(store, "tmp")
+    for name in prefixes:
+        match = ATTEMPT_DIR_RE.match(name)
+        if match:
+            staged.setdefault(match.group(1), []).append((int(match.group(2)), f"tmp/{name}"))
+    dead = set(dead_attempt_dirs(conn, settings, staged)) if staged else set()
+    present = {f"tmp/{name}" for name in prefixes}
+    for prefix in sorted(dead | (also & present)):
+        store.delete_prefix(prefix)
+    return sorted(dead)

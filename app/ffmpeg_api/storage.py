@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -155,6 +156,29 @@ def save_stream(
     return StoredFile(relative(root, dest), size, digest.hexdigest())
 
 
+_STORES: dict[tuple, object] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def s3_store(settings):
+    """The settings' `objectstore.S3Store`, one per process and bucket (a boto3 client is
+    thread-safe and costly to build, so quota checks and scrapes share it)."""
+    from .objectstore import S3Store
+
+    key = (
+        settings.s3_bucket,
+        settings.s3_prefix,
+        settings.s3_endpoint_url,
+        settings.s3_region,
+        settings.s3_addressing_style,
+    )
+    with _STORES_LOCK:
+        store = _STORES.get(key)
+        if store is None:
+            store = _STORES[key] = S3Store.from_settings(settings)
+        return store
+
+
 def disk_usage(root: str) -> dict:
     ensure_layout(root)
     du = shutil.disk_usage(root)
@@ -199,6 +223,56 @@ def usage(root: str, top: int = 20) -> dict:
                     s = entry.stat(follow_symlinks=False).st_size
                 consumers.append({"path": f"{area}/{entry.name}", "bytes": s})
     consumers.sort(key=lambda c: c["bytes"], reverse=True)
+    result["backend"] = "local"
+    result["areas"] = areas
+    result["top"] = consumers[:top]
+    return result
+
+
+def scratch_disk_usage(scratch_dir: str) -> dict:
+    """disk_usage's figures for a host's scratch directory (WORK_DIR with the s3 backend)."""
+    os.makedirs(scratch_dir, exist_ok=True)
+    du = shutil.disk_usage(scratch_dir)
+    return {
+        "total_bytes": du.total,
+        "used_bytes": du.used,
+        "free_bytes": du.free,
+        "free_percent": round(100.0 * du.free / du.total, 2) if du.total else 0.0,
+        "writable": os.access(scratch_dir, os.W_OK),
+    }
+
+
+def s3_usage(store, scratch_dir: str, top: int = 20) -> dict:
+    """`usage` with the s3 backend: one listing of the bucket under the prefix, by area and by
+    top-level entry (`uploads/<uuid>`, `output/<job>`, `tmp/<job>.<attempt>`), plus the disk
+    figures of this host's scratch directory, the disk that fills now. The disk fields keep
+    their names (they describe the scratch disk here); `areas` have `objects` and, as an
+    alias for readers of the local shape, `files`."""
+    result = scratch_disk_usage(scratch_dir)
+    result["backend"] = "s3"
+    result["bucket"] = store.bucket
+    result["prefix"] = store.prefix
+    result["scratch_dir"] = scratch_dir
+    areas = {a: {"bytes": 0, "objects": 0, "files": 0} for a in ("uploads", "output", "tmp")}
+    entries: dict[str, int] = {}
+    for rel, size, _mtime in store.list(""):
+        area, _, rest = rel.partition("/")
+        if area not in areas:
+            area = "other"
+            areas.setdefault(area, {"bytes": 0, "objects": 0, "files": 0})
+        figures = areas[area]
+        figures["bytes"] += size
+        figures["objects"] += 1
+        figures["files"] += 1
+        name = rest.split("/", 1)[0] if area != "other" else rel.split("/", 1)[0]
+        path = f"{area}/{name}" if area != "other" else name
+        entries[path] = entries.get(path, 0) + size
+    consumers = sorted(
+        ({"path": p, "bytes": b} for p, b in entries.items()),
+        key=lambda c: (-c["bytes"], c["path"]),
+    )
+    size, files = tree_size(scratch_dir)
+    result["scratch"] = {"bytes": size, "files": files}
     result["areas"] = areas
     result["top"] = consumers[:top]
     return result
@@ -209,9 +283,14 @@ def old_tmp_entries(root: str, older_than_seconds: float, keep: set[str]) -> lis
 
     `keep` names entries that belong to running jobs; they are never returned whatever their age.
     """
+    return old_entries(os.path.join(root, "tmp"), older_than_seconds, keep)
+
+
+def old_entries(directory: str, older_than_seconds: float, keep: set[str]) -> list[str]:
+    """`old_tmp_entries` of any directory (a host's scratch directory with the s3 backend)."""
     cutoff = time.time() - older_than_seconds
     found = []
-    tmp = os.path.join(root, "tmp")
+    tmp = directory
     if not os.path.isdir(tmp):
         return found
     with os.scandir(tmp) as entries:

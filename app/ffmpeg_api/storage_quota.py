@@ -1,16 +1,23 @@
 """Storage limits on uploads: a per-user byte quota and a free-space reserve of the root.
 
 A user's stored bytes are their uploads (the `uploads` table) plus the outputs of their
-completed jobs that are still on disk (archiving with removal frees them). Both limits are
-enforced while an upload streams, chunk by chunk, so a chunked upload without Content-Length
-is cut off as soon as it crosses one; the quota is checked once more under a per-user lock when
-the upload is recorded, so parallel uploads cannot pass it together.
+completed jobs that are still on disk (archiving with removal frees them); with the s3
+backend, still in the bucket (objects left under output/<job>/). Both limits are enforced
+while an upload streams, chunk by chunk, so a chunked upload without Content-Length is cut
+off as soon as it crosses one; the quota is checked once more under a per-user lock when the
+upload is recorded, so parallel uploads cannot pass it together.
+
+With the s3 backend the free-space reserve does not apply: an upload streams to the bucket
+and never lands on a local disk, and a bucket has no free space to keep. The disk that does
+fill, a host's scratch directory (WORK_DIR), is watched by the StorageSpaceLow alert and
+cleaned by `ffmpeg-api storage cleanup`.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Callable
 
 import psycopg
@@ -29,11 +36,55 @@ def stored_bytes(conn: psycopg.Connection, settings: Settings, user_id: str) -> 
         " WHERE user_id = %s AND status = 'completed' AND output_size > 0",
         (user_id,),
     )
-    for row in outputs:
-        job_id, size = (row["id"], row["output_size"]) if isinstance(row, dict) else row
-        if os.path.isdir(os.path.join(settings.output_dir, str(job_id))):
+    rows = [
+        (str(row["id"]), int(row["output_size"]))
+        if isinstance(row, dict)
+        else (str(row[0]), row[1])
+        for row in outputs
+    ]
+    if settings.storage_backend == "s3":
+        stored = _stored_in_bucket(conn, settings, [job_id for job_id, _size in rows])
+        return total + sum(int(size) for job_id, size in rows if job_id in stored)
+    for job_id, size in rows:
+        if os.path.isdir(os.path.join(settings.output_dir, job_id)):
             total += int(size)
     return total
+
+
+def _stored_in_bucket(conn: psycopg.Connection, settings: Settings, job_ids: list[str]) -> set:
+    """The job ids among `job_ids` with objects left under output/<job>/ in the bucket (what a
+    directory under output/ is locally: archiving with removal and orphan cleanup empty it).
+
+    As cheap as it can be: one delimited listing of output/ (a page names 1,000 jobs) when that
+    takes fewer requests than one single-key listing per job of this user, else those."""
+    from . import storage
+
+    if not job_ids:
+        return set()
+    store = storage.s3_store(settings)
+    row = conn.execute(
+        "SELECT count(*) AS n FROM jobs WHERE status = 'completed' AND output_size > 0"
+    ).fetchone()
+    pages = -(-int(row["n"] if isinstance(row, dict) else row[0]) // 1000)
+    if len(job_ids) <= pages:
+        found = set()
+        for job_id in job_ids:
+            page = store.client.list_objects_v2(
+                Bucket=store.bucket, Prefix=store.key(f"output/{job_id}/"), MaxKeys=1
+            )
+            if page.get("KeyCount", len(page.get("Contents", []))):
+                found.add(job_id)
+        return found
+    wanted = set(job_ids)
+    found = set()
+    full = store.key("output/")
+    paginator = store.client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=store.bucket, Prefix=full, Delimiter="/"):
+        for cp in page.get("CommonPrefixes", []):
+            job_id = cp["Prefix"][len(full) :].rstrip("/")
+            if job_id in wanted:
+                found.add(job_id)
+    return found
 
 
 def _quota_error(settings: Settings, stored: int) -> StorageQuotaExceeded:
@@ -50,6 +101,11 @@ def _reserve_error(settings: Settings) -> InsufficientStorage:
 
 
 def _free_after(settings: Settings, more: int) -> int:
+    if settings.storage_backend == "s3":
+        # An upload streams to the bucket and never lands on a local disk, and a bucket has
+        # no free space to keep: the reserve does not apply (the scratch disk is watched by
+        # the StorageSpaceLow alert and cleaned by `ffmpeg-api storage cleanup`).
+        return sys.maxsize
     return shutil.disk_usage(settings.storage_root).free - more
 
 
