@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -17,10 +18,10 @@ import pytest
 from click.testing import CliRunner
 from helpers import env_for
 
-from ffmpeg_api import housekeeping, storage_quota
+from ffmpeg_api import housekeeping, metrics, storage_quota
 from ffmpeg_api.cli import main
 
-from servers import moto_server
+from servers import free_port, moto_server
 
 BUCKET = "media-ops"
 
@@ -96,7 +97,7 @@ def insert_job(conn, status: str, *, user: str = "alice", retry_count: int = 0, 
         "INSERT INTO jobs (id, status, priority, hardware, queue, input_path, output_format,"
         " operations, retry_count, user_id, output_size, updated_at)"
         " VALUES (%s, %s, 'normal', 'auto', 'default', 'uploads/x.mp4', 'mp4',"
-        ' \'[{"type": "transcode"}]\', %s, %s, %s, now() - interval \'1 hour\')',
+        " '[{\"type\": \"transcode\"}]', %s, %s, %s, now() - interval '1 hour')",
         (job_id, status, retry_count, user, size),
     )
     conn.commit()
@@ -266,3 +267,29 @@ def test_quota_counts_outputs_still_in_the_bucket(s3s, s3, db_conn, jobs_of_alic
     # the free-space reserve does not apply to a bucket
     huge = replace(s3s, storage_free_reserve_bytes=1 << 62)
     storage_quota.upload_budget(db_conn, huge, "alice", declared=10)(10, 10)
+
+
+def _sample(text: str, name: str) -> float | None:
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    return float(match.group(1)) if match else None
+
+
+def test_metrics_watch_the_scratch_disk_and_probe_the_bucket(s3s, settings):
+    text = metrics.render(s3s).decode()
+    st = os.statvfs(s3s.work_dir)
+    size = 'ffmpeg_scratch_filesystem_size_bytes{backend="s3"}'
+    assert _sample(text, size) == st.f_blocks * st.f_frsize
+    assert _sample(text, 'ffmpeg_scratch_filesystem_avail_bytes{backend="s3"}') > 0
+    assert _sample(text, 'ffmpeg_storage_backend_up{backend="s3"}') == 1
+    assert "ffmpeg_storage_filesystem_size_bytes " not in text  # no local storage root
+    # a store that does not answer: 0, within the scrape's wait
+    dead = replace(s3s, s3_endpoint_url=f"http://127.0.0.1:{free_port()}")
+    started = time.monotonic()
+    text = metrics.render(dead).decode()
+    assert _sample(text, 'ffmpeg_storage_backend_up{backend="s3"}') == 0
+    assert time.monotonic() - started < metrics.PROBE_WAIT + 5
+    # the local backend keeps its series, and adds these
+    text = metrics.render(settings).decode()
+    assert _sample(text, "ffmpeg_storage_filesystem_size_bytes") > 0
+    assert _sample(text, 'ffmpeg_storage_backend_up{backend="local"}') == 1
+    assert _sample(text, 'ffmpeg_scratch_filesystem_size_bytes{backend="local"}') > 0

@@ -34,6 +34,7 @@ REQUIRED_ALERTS = {
     "unauthorized bursts": {"UnauthorizedBurst"},
     "backup failed or old": {"BackupFailed", "BackupTooOld", "BackupMissing"},
     "storage use": {"StorageSpaceLow"},
+    "storage backend errors": {"StorageBackendDown"},
 }
 
 needs_promtool = pytest.mark.skipif(
