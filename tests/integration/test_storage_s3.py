@@ -170,7 +170,7 @@ def test_cleanup_plans_in_dry_run_then_removes_exactly_that_once(s3s, s3, db_con
     # scratch: an old dead entry, an old running job's work directory, a fresh file
     stale_scratch = scratch_entry(s3s, f"{failed}.0", age=3 * 86400)
     scratch_entry(s3s, f"{running}.0", age=3 * 86400)
-    time.sleep(2.5)  # the objects above are now older than the threshold
+    time.sleep(6.5)  # the objects above are now older than the threshold (6 s)
     put(s3, s3s, "tmp/fresh-upload.part", 8)
     with open(os.path.join(s3s.scratch_dir, "fresh.part"), "wb") as fh:
         fh.write(b"f")
@@ -180,7 +180,7 @@ def test_cleanup_plans_in_dry_run_then_removes_exactly_that_once(s3s, s3, db_con
         rows = [r["path"] for r in db_conn.execute("SELECT path FROM uploads ORDER BY path")]
         return keys(s3, s3s), multipart(s3, s3s), sorted(os.listdir(s3s.scratch_dir)), rows
 
-    args = ["storage", "cleanup", "--tmp-older-than", "2s", "--orphans", "--json"]
+    args = ["storage", "cleanup", "--tmp-older-than", "6s", "--orphans", "--json"]
     before = state()
     preview = run(s3s, *args, "--dry-run")
     assert state() == before
@@ -293,3 +293,109 @@ def test_metrics_watch_the_scratch_disk_and_probe_the_bucket(s3s, settings):
     assert _sample(text, "ffmpeg_storage_filesystem_size_bytes") > 0
     assert _sample(text, 'ffmpeg_storage_backend_up{backend="local"}') == 1
     assert _sample(text, 'ffmpeg_scratch_filesystem_size_bytes{backend="local"}') > 0
+
+
+ARCHIVE_MODULE = os.path.join(
+    os.path.dirname(__file__),
+    "..",
+    "..",
+    "collections/ansible_collections/ffmpeg_api/ops/plugins/modules/storage_archive.py",
+)
+
+
+def archive(tmp_path, s, endpoint: str, *, check: bool = False, **args) -> dict:
+    env_file = tmp_path / "ffmpeg-api.env"
+    env_file.write_text(
+        f"STORAGE_ROOT={s.storage_root}\nSTORAGE_BACKEND=s3\nS3_BUCKET={s.s3_bucket}\n"
+        f"S3_PREFIX={s.s3_prefix}\nS3_ENDPOINT_URL={s.s3_endpoint_url}\nS3_REGION=us-east-1\n"
+        "S3_ADDRESSING_STYLE=path\nAWS_ACCESS_KEY_ID=test\nAWS_SECRET_ACCESS_KEY=test\n"
+    )
+    tomorrow = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 86400))
+    module_args = {
+        "bucket": "archive-ops",
+        "prefix": f"{s.s3_prefix}/",
+        "env_file": str(env_file),
+        "modified_before": tomorrow,
+        "endpoint_url": endpoint,
+        "access_key": "test",
+        "secret_key": "test",
+        "_ansible_check_mode": check,
+        **args,
+    }
+    path = tmp_path / "args.json"
+    path.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": module_args}))
+    proc = subprocess.run(
+        [sys.executable, ARCHIVE_MODULE, str(path)], capture_output=True, text=True, timeout=300
+    )
+    out = json.loads(proc.stdout)
+    assert not out.get("failed"), out
+    return out
+
+
+@pytest.fixture
+def archive_bucket(s3):
+    try:
+        s3.create_bucket(Bucket="archive-ops")
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+
+
+def archived(s3, s) -> dict[str, int]:
+    out = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket="archive-ops", Prefix=f"{s.s3_prefix}/"
+    ):
+        out.update({o["Key"][len(s.s3_prefix) + 1 :]: o["Size"] for o in page.get("Contents", [])})
+    return out
+
+
+def test_archive_copies_server_side_verifies_then_removes_once(
+    s3s, s3, endpoint, archive_bucket, tmp_path
+):
+    one, two = str(uuid.uuid4()), str(uuid.uuid4())
+    put(s3, s3s, f"output/{one}/a.mp4", 100)
+    put(s3, s3s, f"output/{one}/.manifest.json", 10)
+    put(s3, s3s, f"output/{two}/b.mp4", 200)
+    put(s3, s3s, f"output/{two}/seg.ts", 20)
+    put(s3, s3s, f"output/{two}/.manifest.json", 10)
+    put(s3, s3s, f"uploads/{uuid.uuid4().hex}/in.mp4", 5)  # not an output
+    before = keys(s3, s3s)
+    args = {"extensions": ["mp4"], "remove_archived": True}
+    preview = archive(tmp_path, s3s, endpoint, check=True, **args)
+    assert keys(s3, s3s) == before and archived(s3, s3s) == {}
+    done = archive(tmp_path, s3s, endpoint, **args)
+    for key in ("uploaded", "removed", "bytes_uploaded", "bytes_removed", "changed"):
+        assert done[key] == preview[key], key
+    assert done["backend"] == "s3" and done["changed"] is True
+    assert done["server_side_copies"] == 2
+    assert sorted(done["uploaded"]) == sorted(
+        [f"{s3s.s3_prefix}/{one}/a.mp4", f"{s3s.s3_prefix}/{two}/b.mp4"]
+    )
+    # job one: its only file archived, so its lone manifest goes too; job two keeps the rest
+    assert sorted(done["removed"]) == sorted(
+        [f"output/{one}/a.mp4", f"output/{one}/.manifest.json", f"output/{two}/b.mp4"]
+    )
+    assert archived(s3, s3s) == {f"{one}/a.mp4": 100, f"{two}/b.mp4": 200}
+    assert [k for k in keys(s3, s3s) if k.startswith("output/")] == sorted(
+        [f"output/{two}/.manifest.json", f"output/{two}/seg.ts"]
+    )
+    again = archive(tmp_path, s3s, endpoint, **args)
+    assert again["changed"] is False and again["uploaded"] == again["removed"] == []
+
+
+def test_archive_streams_across_endpoints_and_removes_in_batches(
+    s3s, s3, endpoint, archive_bucket, tmp_path
+):
+    job = str(uuid.uuid4())
+    put_many(s3, s3s, [f"output/{job}/s{i:04d}.ts" for i in range(1001)], size=3)
+    put(s3, s3s, f"output/{job}/.manifest.json", 10)
+    other = endpoint.replace("127.0.0.1", "localhost")  # another endpoint URL: no CopyObject
+    kept = archive(tmp_path, s3s, other)  # without removal first: archived, nothing deleted
+    assert len(kept["uploaded"]) == 1002 and kept["removed"] == []
+    assert kept["server_side_copies"] == 0
+    assert len(keys(s3, s3s)) == 1002
+    done = archive(tmp_path, s3s, other, remove_archived=True)
+    assert done["uploaded"] == [] and len(done["already_archived"]) == 1002
+    assert len(done["removed"]) == 1002 and done["removed"][-1].endswith("/.manifest.json")
+    assert keys(s3, s3s) == [] and len(archived(s3, s3s)) == 1002
+    assert archive(tmp_path, s3s, other, remove_archived=True)["changed"] is False

@@ -19,6 +19,21 @@ description:
   - Objects already in the bucket with the same size and SHA-256 are not uploaded again, so a
     second run changes nothing.
   - With O(remove_archived=true), a local file is deleted only after its copy was verified.
+  - With the service's s3 storage backend (C(STORAGE_BACKEND=s3) in O(env_file)), the outputs
+    are the objects under C(S3_PREFIX/output/) of C(S3_BUCKET) with a last-modified time before
+    the cutoff. Each is copied server-side (C(CopyObject), multipart copy above 8 MiB) when the
+    service's endpoint is the archive's, else streamed from one endpoint to the other; the
+    archived object carries the source's ETag in its metadata (C(x-amz-meta-source-etag)). A
+    copy counts as verified when its size equals the source object's, its source ETag is the
+    source's, and its ETag equals the source's when both are single-part. A server-side copy
+    refused (C(AccessDenied): the archive credentials cannot read the service's bucket) is
+    retried as a streamed copy.
+  - With the s3 backend and O(remove_archived=true), the source objects are deleted in batches
+    of 1,000, each only after its copy was verified; a job's C(.manifest.json) is handled after
+    its other files and deleted when nothing else of the job is left, so the job's outputs stop
+    counting against its user's storage quota. The service's own credentials
+    (C(AWS_ACCESS_KEY_ID) and C(AWS_SECRET_ACCESS_KEY) in O(env_file), else boto3's chain)
+    read and delete the source objects.
 version_added: "1.0.0"
 author:
   - FFmpeg API Ops team (@ffmpeg-api-ops)
@@ -36,9 +51,17 @@ options:
       - The service's storage root. Default is C(STORAGE_ROOT) from O(env_file).
     type: path
   env_file:
-    description: The service's environment file, read when O(storage_root) is not given.
+    description:
+      - The service's environment file, read when O(storage_root) is not given, and for the
+        storage backend (C(STORAGE_BACKEND)) and, with s3, C(S3_*) and the service's credentials.
     type: path
     default: /etc/ffmpeg-api/ffmpeg-api.env
+  storage_backend:
+    description:
+      - The service's storage backend. Default is C(STORAGE_BACKEND) from O(env_file), else
+        C(local).
+    type: str
+    choices: [local, s3]
   extensions:
     description: Only archive files with these extensions (C(mp4), C(webm)); empty means all.
     type: list
@@ -72,7 +95,9 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Hashes the files and reads the bucket; uploads and deletes nothing.
+    description: >-
+      Hashes the files (with the s3 backend, lists the source objects) and reads the bucket;
+      copies and deletes nothing.
   diff_mode:
     support: full
     description: Lists the objects added to the bucket and the local files removed.
@@ -112,7 +137,9 @@ already_archived:
   type: list
   elements: str
 removed:
-  description: Local files deleted after verification, relative to the storage root.
+  description:
+    - Local files deleted after verification, relative to the storage root; with the s3
+      backend, source objects deleted, relative to C(S3_PREFIX) (C(output/<job>/<file>)).
   returned: always
   type: list
   elements: str
@@ -132,6 +159,14 @@ cutoff:
   description: Files modified before this instant (UTC) were candidates.
   returned: always
   type: str
+backend:
+  description: The storage backend archived from, C(local) or C(s3).
+  returned: always
+  type: str
+server_side_copies:
+  description: With the s3 backend, how many of RV(uploaded) were copied server-side.
+  returned: always
+  type: int
 """
 
 import datetime
@@ -143,6 +178,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 try:
     import boto3
+    import botocore.config
     from botocore.exceptions import BotoCoreError, ClientError
 except ImportError:
     BOTO3_IMPORT_ERROR = traceback.format_exc()
@@ -218,6 +254,181 @@ def matches(head, size, sha256, md5):
     return "-" in etag or etag == md5
 
 
+MANIFEST = ".manifest.json"
+DELETE_BATCH = 1000
+
+
+def same_endpoint(a, b):
+    """Whether two endpoint URLs name the same service (empty: AWS's own)."""
+    return (a or "").rstrip("/").lower() == (b or "").rstrip("/").lower()
+
+
+def s3_candidates(source, bucket, output_prefix, cutoff, extensions):
+    """(objects to archive as (key, relpath below output/, size, etag), count kept because
+    recent): each job's manifest after its other files, so a job stays published until its
+    files are archived (and, with removal, gone)."""
+    wanted_ext = set(e.lower().lstrip(".") for e in extensions)
+    found, recent = [], 0
+    paginator = source.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=output_prefix):
+        for obj in page.get("Contents", []):
+            rel = obj["Key"][len(output_prefix) :]
+            name = rel.rsplit("/", 1)[-1]
+            if not rel or rel.endswith("/"):
+                continue
+            if wanted_ext and name.rsplit(".", 1)[-1].lower() not in wanted_ext:
+                continue
+            if obj["LastModified"] >= cutoff:
+                recent += 1
+                continue
+            found.append((obj["Key"], rel, obj["Size"], obj.get("ETag", "").strip('"')))
+    found.sort(key=lambda o: (o[1].rsplit("/", 1)[0], o[1].endswith("/" + MANIFEST), o[1]))
+    return found, recent
+
+
+def copy_matches(head, size, etag):
+    """Whether an archived object's HEAD proves it is a copy of the source object."""
+    if head is None or head.get("ContentLength") != size:
+        return False
+    if head.get("Metadata", {}).get("source-etag") != etag:
+        return False
+    got = head.get("ETag", "").strip('"')
+    return "-" in got or "-" in etag or got == etag
+
+
+def archive_s3(module, p, archive, head, cutoff, env):
+    """The s3 backend's archive: objects of the service's bucket to the archive bucket."""
+    from boto3.s3.transfer import TransferConfig
+
+    src_bucket = p["_s3"]["bucket"]
+    src_prefix = p["_s3"]["prefix"]
+    output_prefix = (src_prefix + "/" if src_prefix else "") + "output/"
+    source = boto3.client(
+        "s3",
+        endpoint_url=p["_s3"]["endpoint_url"] or None,
+        region_name=p["_s3"]["region"] or p["region"],
+        aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
+        aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+        config=botocore.config.Config(
+            s3={"addressing_style": p["_s3"]["addressing_style"] or "auto"}
+        ),
+    )
+    server_side = same_endpoint(p["_s3"]["endpoint_url"], p["endpoint_url"])
+    transfer = TransferConfig(multipart_threshold=8 * 1024 * 1024)
+    objects, recent = s3_candidates(source, src_bucket, output_prefix, cutoff, p["extensions"])
+    uploaded, already, removed, pending = [], [], [], []
+    state = dict(bytes_uploaded=0, bytes_removed=0, server_side=0)
+
+    def flush():
+        for i in range(0, len(pending), DELETE_BATCH):
+            batch = pending[i : i + DELETE_BATCH]
+            out = source.delete_objects(
+                Bucket=src_bucket,
+                Delete={"Objects": [{"Key": k} for k, _r, _s in batch], "Quiet": True},
+            )
+            if out.get("Errors"):
+                first = out["Errors"][0]
+                raise RuntimeError("could not delete %s: %s" % (first["Key"], first["Message"]))
+            for _key, rel, size in batch:
+                removed.append(rel)
+                state["bytes_removed"] += size
+        del pending[:]
+
+    def copy(src_key, key, etag):
+        extra = {"Metadata": {"source-etag": etag}, "MetadataDirective": "REPLACE"}
+        if server_side:
+            try:
+                archive.copy(
+                    {"Bucket": src_bucket, "Key": src_key},
+                    p["bucket"],
+                    key,
+                    ExtraArgs=extra,
+                    SourceClient=source,
+                    Config=transfer,
+                )
+                state["server_side"] += 1
+                return
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in ("AccessDenied", "403"):
+                    raise
+        body = source.get_object(Bucket=src_bucket, Key=src_key)["Body"]
+        archive.upload_fileobj(
+            body, p["bucket"], key, ExtraArgs={"Metadata": extra["Metadata"]}, Config=transfer
+        )
+
+    for src_key, rel, size, etag in objects:
+        key = p["prefix"] + rel
+        if copy_matches(head(key), size, etag):
+            already.append(key)
+        else:
+            uploaded.append(key)
+            state["bytes_uploaded"] += size
+            if not module.check_mode:
+                copy(src_key, key, etag)
+                if not copy_matches(head(key), size, etag):
+                    flush()
+                    module.fail_json(
+                        msg="the copy of s3://%s/%s in s3://%s/%s does not match the source;"
+                        " it was not deleted" % (src_bucket, src_key, p["bucket"], key),
+                        uploaded=uploaded[:-1],
+                        removed=removed,
+                    )
+        if p["remove_archived"]:
+            pending.append((src_key, "output/" + rel, size))
+            if module.check_mode:
+                removed.append("output/" + rel)
+                state["bytes_removed"] += size
+                del pending[:]
+            elif len(pending) >= DELETE_BATCH:
+                flush()
+    if not module.check_mode:
+        flush()
+    if p["remove_archived"]:
+        removed += prune_manifests(module, source, src_bucket, output_prefix, objects)
+    return dict(
+        uploaded=uploaded,
+        already_archived=already,
+        removed=removed,
+        bytes_uploaded=state["bytes_uploaded"],
+        bytes_removed=state["bytes_removed"],
+        kept_recent=recent,
+        server_side_copies=state["server_side"],
+    )
+
+
+def prune_manifests(module, source, bucket, output_prefix, objects):
+    """Delete the manifest of each job whose other archived files are gone and that has
+    nothing else left (an extension filter kept the manifest itself back)."""
+    archived = set(rel for _k, rel, _s, _e in objects)
+    jobs = sorted(set(rel.split("/", 1)[0] for rel in archived if "/" in rel))
+    pruned = []
+    for job in jobs:
+        manifest = "%s/%s" % (job, MANIFEST)
+        if manifest in archived:
+            continue  # archived and removed like any other file
+        listing = source.list_objects_v2(Bucket=bucket, Prefix=output_prefix + job + "/")
+        keys = [o["Key"][len(output_prefix) :] for o in listing.get("Contents", [])]
+        if module.check_mode:
+            keys = [k for k in keys if k not in archived]
+        if keys == [manifest]:
+            if not module.check_mode:
+                source.delete_object(Bucket=bucket, Key=output_prefix + manifest)
+            pruned.append("output/" + manifest)
+    return pruned
+
+
+def read_env(path):
+    env = {}
+    if path and os.path.exists(path):
+        with open(path) as fh:
+            for line in fh:
+                line = line.strip()
+                if line and not line.startswith("#") and "=" in line:
+                    name, value = line.split("=", 1)
+                    env[name.strip()] = value.strip().strip("'\"")
+    return env
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -225,6 +436,7 @@ def main():
             prefix=dict(type="str", default="output/"),
             storage_root=dict(type="path"),
             env_file=dict(type="path", default="/etc/ffmpeg-api/ffmpeg-api.env"),
+            storage_backend=dict(type="str", choices=["local", "s3"]),
             extensions=dict(type="list", elements="str", default=[]),
             modified_before=dict(type="str"),
             remove_archived=dict(type="bool", default=False),
@@ -240,15 +452,28 @@ def main():
     if boto3 is None:
         module.fail_json(msg=missing_required_lib("boto3"), exception=BOTO3_IMPORT_ERROR)
     p = module.params
+    env = read_env(p["env_file"])
+    backend = p["storage_backend"] or env.get("STORAGE_BACKEND") or "local"
     root = p["storage_root"]
-    if not root:
+    if backend == "s3":
+        if not env.get("S3_BUCKET"):
+            module.fail_json(msg="STORAGE_BACKEND=s3 needs S3_BUCKET in %s" % p["env_file"])
+        p["_s3"] = dict(
+            bucket=env["S3_BUCKET"],
+            prefix=env.get("S3_PREFIX", "").strip("/"),
+            endpoint_url=env.get("S3_ENDPOINT_URL", ""),
+            region=env.get("S3_REGION", ""),
+            addressing_style=env.get("S3_ADDRESSING_STYLE", ""),
+        )
+        root = root or env.get("STORAGE_ROOT") or "/"
+    elif not root:
         if not os.path.exists(p["env_file"]):
             module.fail_json(msg="storage_root not given and %s does not exist" % p["env_file"])
         root = read_env_value(p["env_file"], "STORAGE_ROOT")
         if not root:
             module.fail_json(msg="STORAGE_ROOT is not set in %s" % p["env_file"])
     output_dir = os.path.join(root, "output")
-    if not os.path.isdir(output_dir):
+    if backend == "local" and not os.path.isdir(output_dir):
         module.fail_json(msg="%s is not a directory: is %s the storage root?" % (output_dir, root))
     try:
         cutoff = parse_cutoff(p["modified_before"], datetime.datetime.now(datetime.timezone.utc))
@@ -273,6 +498,17 @@ def main():
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
+
+    if backend == "s3":
+        try:
+            result = archive_s3(module, p, s3, head, cutoff, env)
+        except (BotoCoreError, ClientError, RuntimeError) as exc:
+            module.fail_json(
+                msg="S3 error archiving s3://%s to s3://%s: %s"
+                % (p["_s3"]["bucket"], p["bucket"], exc),
+                exception=traceback.format_exc(),
+            )
+        exit_with(module, p, result, cutoff, "s3", "s3://%s/%s" % (p["_s3"]["bucket"], "output/"))
 
     files, recent = candidates(output_dir, cutoff, p["extensions"])
     uploaded, already, removed = [], [], []
@@ -312,25 +548,34 @@ def main():
         )
 
     result = dict(
-        changed=bool(uploaded or removed),
         uploaded=uploaded,
         already_archived=already,
         removed=removed,
         bytes_uploaded=bytes_uploaded,
         bytes_removed=bytes_removed,
         kept_recent=recent,
+        server_side_copies=0,
+    )
+    exit_with(module, p, result, cutoff, "local", root)
+
+
+def exit_with(module, p, result, cutoff, backend, source):
+    result.update(
+        changed=bool(result["uploaded"] or result["removed"]),
         cutoff=cutoff.isoformat(),
+        backend=backend,
     )
     if module._diff:
         result["diff"] = [
             dict(
                 before_header="s3://%s/%s (objects added)" % (p["bucket"], p["prefix"]),
                 before="",
-                after="".join(k + "\n" for k in uploaded),
+                after="".join(k + "\n" for k in result["uploaded"]),
             ),
             dict(
-                before_header="%s (files removed)" % root,
-                before="".join(r + "\n" for r in removed),
+                before_header="%s (%s removed)"
+                % (source, "files" if backend == "local" else "objects"),
+                before="".join(r + "\n" for r in result["removed"]),
                 after="",
             ),
         ]
