@@ -26,8 +26,8 @@ description:
     archived object carries the source's ETag in its metadata (C(x-amz-meta-source-etag)). A
     copy counts as verified when its size equals the source object's, its source ETag is the
     source's, and its ETag equals the source's when both are single-part. A server-side copy
-    refused (C(AccessDenied): the archive credentials cannot read the service's bucket) is
-    retried as a streamed copy.
+    refused with C(AccessDenied) (the archive credentials cannot read the service's bucket)
+    is retried as a streamed copy.
   - With the s3 backend and O(remove_archived=true), the source objects are deleted in batches
     of 1,000, each only after its copy was verified; a job's C(.manifest.json) is handled after
     its other files and deleted when nothing else of the job is left, so the job's outputs stop

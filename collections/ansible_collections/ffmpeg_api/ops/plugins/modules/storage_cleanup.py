@@ -18,7 +18,12 @@ description:
     completed jobs are never touched (archive them with M(ffmpeg_api.ops.storage_archive)).
     Records of uploads whose file is gone (removed by hand) are dropped too, so they stop
     counting against their user's storage quota.
+  - With the service's s3 storage backend the same rules apply to the bucket, 1,000 keys per
+    listing and per delete; O(tmp_older_than) also aborts the multipart uploads begun before
+    then (except under a processing job's tmp/ entry) and removes old entries of this host's
+    scratch directory (C(WORK_DIR)) by the tmp/ rule.
   - In check mode the CLI runs with C(--dry-run) and reports what it would remove.
+  - Whether anything changed is the CLI's C(changed), passed on as it is.
 version_added: "1.0.0"
 author:
   - FFmpeg API Ops team (@ffmpeg-api-ops)
@@ -68,6 +73,24 @@ removed_upload_records:
   returned: always
   type: list
   elements: str
+removed_scratch:
+  description: Entries of the scratch directory removed (absolute paths; s3 backend only).
+  returned: always
+  type: list
+  elements: str
+aborted_uploads:
+  description: Keys of the stale multipart uploads aborted (s3 backend only).
+  returned: always
+  type: list
+  elements: str
+objects_removed:
+  description: Objects deleted from the bucket (s3 backend; 0 with local storage).
+  returned: always
+  type: int
+backend:
+  description: The storage backend cleaned, C(local) or C(s3).
+  returned: always
+  type: str
 bytes_freed:
   description: Bytes freed (or that would be freed).
   returned: always
@@ -97,12 +120,21 @@ def main():
     if p["orphans"]:
         args.append("--orphans")
     out = ServiceCLI(module).run(*args, dry_run=module.check_mode)
-    removed = out.get("removed_tmp", []) + out.get("removed_orphans", [])
+    removed = (
+        out.get("removed_tmp", [])
+        + out.get("removed_scratch", [])
+        + out.get("aborted_uploads", [])
+        + out.get("removed_orphans", [])
+    )
     result = dict(
         changed=bool(out.get("changed")),
         removed_tmp=out.get("removed_tmp", []),
+        removed_scratch=out.get("removed_scratch", []),
+        aborted_uploads=out.get("aborted_uploads", []),
         removed_orphans=out.get("removed_orphans", []),
         removed_upload_records=out.get("removed_upload_records", []),
+        objects_removed=out.get("objects_removed", 0),
+        backend=out.get("backend", "local"),
         bytes_freed=out.get("bytes_freed", 0),
     )
     if module._diff:

@@ -13,6 +13,10 @@ description:
   - Runs C(ffmpeg-api storage usage) on the managed host and returns its figures, the disk's
     total, used and free bytes, whether tmp/ is writable, the size of uploads/, output/ and tmp/,
     and the largest entries (the Storage Full runbook's C(df -h) and C(du -sh * | sort -hr)).
+  - With the service's s3 storage backend the areas and the largest entries are the bucket's
+    (C(uploads/<uuid>), C(output/<job>), C(tmp/<job>.<attempt>) under C(S3_PREFIX), from one
+    listing), and the disk figures are those of this host's scratch directory (C(WORK_DIR)), the
+    local disk that fills then.
   - Read-only.
 version_added: "1.0.0"
 author:
@@ -53,13 +57,32 @@ usage:
   returned: always
   type: dict
   contains:
-    total_bytes: {description: Size of the disk holding the storage root., type: int}
+    backend: {description: "The storage backend, C(local) or C(s3).", type: str}
+    total_bytes:
+      description: Size of the disk holding the storage root (s3, the scratch directory).
+      type: int
     used_bytes: {description: Bytes used on that disk., type: int}
     free_bytes: {description: Bytes free on that disk., type: int}
     free_percent: {description: Free share in percent., type: float}
-    writable: {description: Whether tmp/ is writable., type: bool}
-    areas: {description: "Bytes and files of uploads, output and tmp.", type: dict}
-    top: {description: Largest entries (path relative to the root and bytes)., type: list}
+    writable: {description: Whether tmp/ (s3, the scratch directory) is writable., type: bool}
+    areas:
+      description:
+        - Bytes and files of uploads, output and tmp; with s3, of the bucket, with C(objects)
+          (C(files) is the same count).
+      type: dict
+    top:
+      description: Largest entries (path relative to the root or the prefix, and bytes).
+      type: list
+    bucket: {description: The bucket (s3 only)., type: str, returned: with the s3 backend}
+    prefix: {description: The key prefix (s3 only)., type: str, returned: with the s3 backend}
+    scratch_dir:
+      description: This host's scratch directory (s3 only).
+      type: str
+      returned: with the s3 backend
+    scratch:
+      description: Bytes and files in the scratch directory (s3 only).
+      type: dict
+      returned: with the s3 backend
 """
 
 from ansible.module_utils.basic import AnsibleModule
