@@ -145,6 +145,17 @@ def _children(store, area: str) -> tuple[list[str], list[str]]:
     return prefixes, loose
 
 
+def _last_part_at(store, key: str, upload_id: str) -> float:
+    """When a multipart upload last received a part (0 when it has none): its age for the
+    tmp/ rule, as a file's newest mtime is locally."""
+    newest = 0.0
+    paginator = store.client.get_paginator("list_parts")
+    for page in paginator.paginate(Bucket=store.bucket, Key=key, UploadId=upload_id):
+        for part in page.get("Parts", []):
+            newest = max(newest, part["LastModified"].timestamp())
+    return newest
+
+
 def plan_cleanup_s3(
     conn: psycopg.Connection,
     settings: Settings,
@@ -164,6 +175,8 @@ def plan_cleanup_s3(
         groups: dict[str, list] = {}
         for rel, size, mtime in store.list("tmp"):
             name = rel.split("/", 2)[1]
+            if not name:
+                continue
             group = groups.setdefault(name, [0.0, []])
             group[0] = max(group[0], mtime)
             group[1].append((rel, size))
@@ -179,6 +192,8 @@ def plan_cleanup_s3(
             parts = rel.split("/")
             if parts[0] == "tmp" and len(parts) > 2 and _job_id_of(parts[1]) in running:
                 continue
+            if _last_part_at(store, key, upload_id) >= cutoff:
+                continue  # begun long ago, but still receiving parts (a slow upload)
             plan["multipart"].append((rel, upload_id))
         plan["multipart"].sort()
     if orphans:

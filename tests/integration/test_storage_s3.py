@@ -172,6 +172,11 @@ def test_cleanup_plans_in_dry_run_then_removes_exactly_that_once(s3s, s3, db_con
     scratch_entry(s3s, f"{running}.0", age=3 * 86400)
     time.sleep(6.5)  # the objects above are now older than the threshold (6 s)
     put(s3, s3s, "tmp/fresh-upload.part", 8)
+    slow = f"uploads/{uuid.uuid4().hex}/slow.mp4"  # begun long ago, still receiving parts
+    upload_id = s3.create_multipart_upload(Bucket=BUCKET, Key=f"{s3s.s3_prefix}/{slow}")["UploadId"]
+    s3.upload_part(
+        Bucket=BUCKET, Key=f"{s3s.s3_prefix}/{slow}", UploadId=upload_id, PartNumber=1, Body=b"p"
+    )
     with open(os.path.join(s3s.scratch_dir, "fresh.part"), "wb") as fh:
         fh.write(b"f")
 
@@ -193,8 +198,9 @@ def test_cleanup_plans_in_dry_run_then_removes_exactly_that_once(s3s, s3, db_con
     assert real["removed_tmp"] == sorted([f"tmp/{failed}.0", "tmp/health-stale"])
     assert real["removed_scratch"] == [stale_scratch]
     assert sorted(real["aborted_uploads"]) == sorted(
-        [u for u in before[1] if not u.startswith(f"tmp/{running}.0/")]
+        [u for u in before[1] if not u.startswith(f"tmp/{running}.0/") and u != slow]
     )
+    assert len(real["aborted_uploads"]) == 2
     assert real["removed_orphans"] == sorted([f"output/{ghost}", f"output/{failed}"])
     assert real["removed_upload_records"] == [gone_upload]
     assert real["objects_removed"] == 1500 + 1 + 2
@@ -210,7 +216,7 @@ def test_cleanup_plans_in_dry_run_then_removes_exactly_that_once(s3s, s3, db_con
             kept_upload,
         ]
     )
-    assert uploads_left == [f"tmp/{running}.0/big.mp4"]
+    assert uploads_left == sorted([f"tmp/{running}.0/big.mp4", slow])
     assert scratch_left == sorted([f"{running}.0", "fresh.part"])
     assert rows == [kept_upload]
 
