@@ -9,12 +9,13 @@
   `dead_attempt_dirs`), removed by the workers' maintenance pass without waiting for its age.
 
 With STORAGE_BACKEND=s3 the same rules hold for the bucket (keys under S3_PREFIX mirror the
-local layout) and for this host's scratch directory (WORK_DIR), where the work directories
-are:
+local layout) and for this host's scratch directory (WORK_DIR, which holds the work
+directories then):
 - tmp/ objects (outputs staged by an attempt and not yet published) go by the age of their
   top-level entry's newest object, except processing jobs' entries; multipart uploads begun
-  before the threshold are aborted (a process killed mid-upload never aborted them), except
-  those under a processing job's tmp/ entry; scratch entries follow the local tmp/ rule.
+  before the threshold and without a part since are aborted (a process killed mid-upload
+  never aborted them), except those under a processing job's tmp/ entry; scratch entries
+  follow the local tmp/ rule.
 - output/<job>/ prefixes are orphans by the same job rule; upload records are stale when
   their object is gone from uploads/.
 - The staged tmp/<job>.<attempt>/ objects of dead attempts are removed with their directories.
