@@ -552,11 +552,12 @@ def storage_usage(as_json, top):
     With STORAGE_BACKEND=s3: bytes and objects of uploads/, output/ and tmp/ in the bucket,
     its largest entries, and the disk figures of this host's scratch directory (WORK_DIR).
     """
+    from . import mediastore
     from . import storage as st
 
     s = settings()
     if s.storage_backend == "s3":
-        emit(st.s3_usage(st.s3_store(s), s.scratch_dir, top=top), as_json)
+        emit(st.s3_usage(mediastore.store_for(s).bucket, s.scratch_dir, top=top), as_json)
     else:
         emit(st.usage(s.storage_root, top=top), as_json)
 

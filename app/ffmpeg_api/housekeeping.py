@@ -33,7 +33,7 @@ import uuid
 
 import psycopg
 
-from . import storage
+from . import mediastore, storage
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -238,7 +238,7 @@ def _cleanup_s3(
 ) -> dict:
     from botocore.exceptions import ClientError
 
-    store = storage.s3_store(settings)
+    store = mediastore.store_for(settings).bucket
     plan = plan_cleanup_s3(conn, settings, store, tmp_older_than=tmp_older_than, orphans=orphans)
     keys = [rel for area in ("tmp", "orphans") for objs in plan[area].values() for rel, _ in objs]
     freed = sum(size for area in ("tmp", "orphans") for o in plan[area].values() for _, size in o)
@@ -364,7 +364,7 @@ def remove_dead_attempt_dirs(
 
 
 def _remove_dead_staged(conn: psycopg.Connection, settings: Settings, also: set[str]) -> list[str]:
-    store = storage.s3_store(settings)
+    store = mediastore.store_for(settings).bucket
     staged: dict[str, list[tuple[int, str]]] = {}
     prefixes, _loose = _children(store, "tmp")
     for name in prefixes:

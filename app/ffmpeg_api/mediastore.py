@@ -31,8 +31,8 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: Seconds a health probe of the bucket is reused (the issue: "cached for a few seconds").
-PROBE_TTL = 5.0
+PROBE_TTL = 5.0  # seconds a probe of the bucket is reused
+PROBE_WAIT = 3.0  # seconds /health or a scrape waits for it; slower counts as down
 
 
 class LocalStore:
@@ -98,6 +98,10 @@ class LocalStore:
 
     def output_exists(self, relpath: str) -> bool:
         return os.path.isfile(storage.resolve(self.root, relpath))
+
+    def reachable(self) -> bool:
+        tmp = self.settings.tmp_dir
+        return os.path.isdir(tmp) and os.access(tmp, os.W_OK)
 
     def health(self) -> dict:
         usage = storage.disk_usage(self.root)
@@ -217,7 +221,10 @@ class S3Store:
         return self.bucket.head(relpath) is not None
 
     def health(self) -> dict:
-        return _probe_cached(self)
+        return _s3_health(self)
+
+    def reachable(self) -> bool:
+        return BUCKET_PROBE.result(self)["ok"]
 
 
 class _Tee:
@@ -233,42 +240,70 @@ class _Tee:
         return data
 
 
-_probe_lock = threading.Lock()
-_probe_result: dict = {}
+class BucketProbe:
+    """The bucket's health (HEAD plus a write/read/delete probe), probed in a thread of its
+    own so that a hanging endpoint slows no /health or scrape by more than PROBE_WAIT, and at
+    most once per PROBE_TTL per process. /health and the metrics read this one probe."""
 
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.at = float("-inf")
+        self.answer: dict | None = None
+        self.thread: threading.Thread | None = None
+        self.which: tuple | None = None
 
-def _probe_cached(store: S3Store) -> dict:
-    """The bucket's health, probed at most every PROBE_TTL seconds per process. A failing
-    bucket is a `warning` (the service degrades: uploads and new outputs fail, running
-    transcodes and queued jobs wait), never an unreadable error page."""
-    key = (store.settings.s3_endpoint_url, store.settings.s3_bucket, store.settings.s3_prefix)
-    with _probe_lock:
-        cached = _probe_result.get(key)
-        if cached and time.monotonic() - cached[0] < PROBE_TTL:
-            return cached[1]
+    def result(self, store: S3Store) -> dict:
+        s = store.settings
+        which = (s.s3_endpoint_url, s.s3_bucket, s.s3_prefix)
+        with self.lock:
+            if which != self.which:  # other settings (tests): start afresh
+                self.which, self.answer, self.at = which, None, float("-inf")
+            if self.answer is not None and time.monotonic() - self.at < PROBE_TTL:
+                return self.answer
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(
+                    target=self._run, args=(store,), name="bucket-probe", daemon=True
+                )
+                self.thread.start()
+            thread = self.thread
+        thread.join(PROBE_WAIT)
+        with self.lock:
+            if thread.is_alive():
+                return {"ok": False, "error": f"the bucket did not answer within {PROBE_WAIT:g} s"}
+            return self.answer or {"ok": False, "error": "no probe yet"}
+
+    def _run(self, store: S3Store) -> None:
         try:
-            result = {"status": "ok", "backend": "s3", **store.bucket.probe()}
+            answer = {"ok": True, **store.bucket.probe()}
         except Exception as exc:  # botocore's errors, timeouts, refused connections
-            result = {
-                "status": "warning",
-                "backend": "s3",
-                "bucket": store.settings.s3_bucket,
-                "error": f"{exc.__class__.__name__}: {exc}"[:300],
-            }
-        scratch = store.settings.scratch_dir
-        try:
-            os.makedirs(scratch, exist_ok=True)
-            free = shutil.disk_usage(scratch)
-            result["scratch_free_bytes"] = free.free
-            result["scratch_free_percent"] = round(100.0 * free.free / free.total, 2)
-        except OSError as exc:
-            result["status"] = "warning"
-            result["scratch_error"] = str(exc)
-        _probe_result[key] = (time.monotonic(), result)
-        return result
+            log.warning("bucket probe failed: %s", exc)
+            answer = {"ok": False, "error": f"{exc.__class__.__name__}: {exc}"[:300]}
+        with self.lock:
+            self.answer, self.at = answer, time.monotonic()
+
+
+BUCKET_PROBE = BucketProbe()
+
+
+def _s3_health(store: S3Store) -> dict:
+    """A failing bucket is a `warning` (the service degrades: uploads and new outputs fail,
+    queued jobs wait), so /health says degraded rather than unhealthy."""
+    probe = BUCKET_PROBE.result(store)
+    result = {"status": "ok" if probe["ok"] else "warning", "backend": "s3", **probe}
+    result.pop("ok")
+    result.setdefault("bucket", store.settings.s3_bucket)
+    try:
+        free = shutil.disk_usage(store.settings.scratch_dir)
+        result["scratch_free_bytes"] = free.free
+        result["scratch_free_percent"] = round(100.0 * free.free / free.total, 2)
+    except OSError as exc:
+        result["status"] = "warning"
+        result["scratch_error"] = str(exc)
+    return result
 
 
 _stores: dict = {}
+_stores_lock = threading.Lock()
 
 
 def store_for(settings: Settings):
@@ -286,7 +321,8 @@ def store_for(settings: Settings):
         settings.s3_addressing_style,
         settings.work_dir,
     )
-    store = _stores.get(key)
-    if store is None:
-        store = _stores[key] = S3Store(settings)
-    return store
+    with _stores_lock:
+        store = _stores.get(key)
+        if store is None:
+            store = _stores[key] = S3Store(settings)
+        return store

@@ -13,7 +13,7 @@
   (`ffmpeg_scratch_filesystem_*{backend="s3"}`; exposed with backend="local" too).
 - `ffmpeg_storage_backend_up` says whether the storage answers: with s3 the result of
   `S3Store.probe()` (HEAD the bucket, write, read back, delete), at most one probe per
-  PROBE_TTL seconds per process and never waited on for longer than PROBE_WAIT; locally
+  mediastore.PROBE_TTL seconds per process and never waited on for longer than PROBE_WAIT; locally
   whether tmp/ under the storage root is a writable directory.
 - Labelled counters an alert watches start at zero for every label value, so their series exist
   (and a rate over them is 0, not empty) before the first event.
@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
-import time
 
 from prometheus_client import (
     CollectorRegistry,
@@ -37,6 +35,8 @@ from prometheus_client.core import (
     GaugeMetricFamily,
     HistogramMetricFamily,
 )
+
+from . import mediastore
 
 log = logging.getLogger(__name__)
 
@@ -82,59 +82,6 @@ def record_job(redis_conn, operations: list[str], status: str, duration: float |
     pipe.execute()
 
 
-PROBE_TTL = 10.0  # seconds a probe's answer is reused
-PROBE_WAIT = 3.0  # seconds a scrape waits for a probe; slower counts as down
-
-
-class BackendProbe:
-    """The storage backend's health, probed in a thread of its own so that a hanging endpoint
-    slows no scrape by more than PROBE_WAIT, and at most once per PROBE_TTL."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.at = float("-inf")
-        self.up: int | None = None
-        self.thread: threading.Thread | None = None
-        self.which: tuple | None = None
-
-    def value(self, settings) -> int:
-        if settings.storage_backend != "s3":
-            tmp = settings.tmp_dir
-            return int(os.path.isdir(tmp) and os.access(tmp, os.W_OK))
-        which = (settings.s3_endpoint_url, settings.s3_bucket, settings.s3_prefix)
-        with self.lock:
-            if which != self.which:  # other settings (tests): start afresh
-                self.which, self.up, self.at = which, None, float("-inf")
-            if self.up is not None and time.monotonic() - self.at < PROBE_TTL:
-                return self.up
-            if self.thread is None or not self.thread.is_alive():
-                self.thread = threading.Thread(
-                    target=self._probe, args=(settings,), name="storage-probe", daemon=True
-                )
-                self.thread.start()
-            thread = self.thread
-        thread.join(PROBE_WAIT)
-        with self.lock:
-            if thread.is_alive():
-                return 0
-            return self.up or 0
-
-    def _probe(self, settings) -> None:
-        from . import storage
-
-        try:
-            storage.s3_store(settings).probe()
-            up = 1
-        except Exception as exc:
-            log.warning("storage backend probe failed: %s", exc)
-            up = 0
-        with self.lock:
-            self.up, self.at = up, time.monotonic()
-
-
-BACKEND_PROBE = BackendProbe()
-
-
 class LiveCollector:
     """Collects figures from Redis and PostgreSQL at scrape time."""
 
@@ -176,7 +123,7 @@ class LiveCollector:
             " the storage root is writable)",
             labels=["backend"],
         )
-        up.add_metric([backend], BACKEND_PROBE.value(self.settings))
+        up.add_metric([backend], int(mediastore.store_for(self.settings).reachable()))
         yield up
         try:
             st = os.statvfs(self.settings.scratch_dir)

@@ -160,25 +160,6 @@ _STORES: dict[tuple, object] = {}
 _STORES_LOCK = threading.Lock()
 
 
-def s3_store(settings):
-    """The settings' `objectstore.S3Store`, one per process and bucket (a boto3 client is
-    thread-safe and costly to build, so quota checks and scrapes share it)."""
-    from .objectstore import S3Store
-
-    key = (
-        settings.s3_bucket,
-        settings.s3_prefix,
-        settings.s3_endpoint_url,
-        settings.s3_region,
-        settings.s3_addressing_style,
-    )
-    with _STORES_LOCK:
-        store = _STORES.get(key)
-        if store is None:
-            store = _STORES[key] = S3Store.from_settings(settings)
-        return store
-
-
 def disk_usage(root: str) -> dict:
     ensure_layout(root)
     du = shutil.disk_usage(root)

@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import psycopg
 
+from . import mediastore
 from .errors import InsufficientStorage, StorageQuotaExceeded
 from .settings import Settings
 
@@ -57,11 +58,10 @@ def _stored_in_bucket(conn: psycopg.Connection, settings: Settings, job_ids: lis
 
     As cheap as it can be: one delimited listing of output/ (a page names 1,000 jobs) when that
     takes fewer requests than one single-key listing per job of this user, else those."""
-    from . import storage
 
     if not job_ids:
         return set()
-    store = storage.s3_store(settings)
+    store = mediastore.store_for(settings).bucket
     row = conn.execute(
         "SELECT count(*) AS n FROM jobs WHERE status = 'completed' AND output_size > 0"
     ).fetchone()

@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 from helpers import env_for
 
-from ffmpeg_api import housekeeping, metrics, storage_quota
+from ffmpeg_api import housekeeping, mediastore, metrics, storage_quota
 from ffmpeg_api.cli import main
 
 from servers import free_port, moto_server
@@ -293,7 +293,7 @@ def test_metrics_watch_the_scratch_disk_and_probe_the_bucket(s3s, settings):
     started = time.monotonic()
     text = metrics.render(dead).decode()
     assert _sample(text, 'ffmpeg_storage_backend_up{backend="s3"}') == 0
-    assert time.monotonic() - started < metrics.PROBE_WAIT + 5
+    assert time.monotonic() - started < mediastore.PROBE_WAIT + 5
     # the local backend keeps its series, and adds these
     text = metrics.render(settings).decode()
     assert _sample(text, "ffmpeg_storage_filesystem_size_bytes") > 0
