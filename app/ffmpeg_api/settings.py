@@ -95,13 +95,14 @@ class Settings:
     storage_quota_bytes_per_user: int = _setting(
         "STORAGE_QUOTA_BYTES_PER_USER",
         0,
-        "Bytes a user may keep stored (uploads plus outputs on disk); over it uploads get 507."
-        " 0 = unlimited.",
+        "Bytes a user may keep stored (uploads plus outputs still stored, on disk or in the"
+        " bucket); over it uploads get 507. 0 = unlimited.",
     )
     storage_free_reserve_bytes: int = _setting(
         "STORAGE_FREE_RESERVE_BYTES",
         1024**3,
-        "Free space the storage root keeps: an upload that would leave less answers 507.",
+        "Free space the storage root keeps: an upload that would leave less answers 507"
+        " (local backend; a bucket has no free space to keep).",
     )
     max_input_duration: float = _setting(
         "MAX_INPUT_DURATION", 4 * 3600.0, "Longest accepted input, in seconds."

@@ -434,6 +434,10 @@ def maintenance_loop(
                     fixed = jobs.reconcile(conn, conn_r, settings, min_age_seconds=30)
                     if fixed["changed"]:
                         log.warning("reconcile requeued %s", fixed["requeued"])
+                    if settings.storage_backend == "s3":
+                        # The bucket's staging of dead attempts, whichever host they ran on
+                        # (one listing of tmp/, by one worker of the fleet per interval).
+                        remove_dead_attempts(conn, settings, {})
             # On every worker, not only the lock holder: tmp/ may be local to each host.
             found = housekeeping.attempt_dirs(settings)
             if found:
