@@ -138,7 +138,11 @@ def build_spec() -> dict:
             "properties": {
                 "input": {
                     "type": "string",
-                    "description": "a path returned by POST /files, relative to the storage root",
+                    "description": (
+                        "a path returned by POST /files, or a URL the worker fetches:"
+                        " https://..., http://... (when INPUT_ALLOW_HTTP), s3://bucket/key"
+                        " (buckets in INPUT_S3_BUCKETS); internal addresses are refused"
+                    ),
                 },
                 "output": {
                     "type": "string",
@@ -360,7 +364,15 @@ def build_spec() -> dict:
                         "application/octet-stream",
                     ),
                     "206": _resp("partial content"),
-                    **_errors(404, 409, *AUTH_ERRORS),
+                    "302": {
+                        "description": (
+                            "s3 backend: the Location header is a presigned URL of the file,"
+                            " valid for OUTPUT_URL_TTL seconds"
+                        ),
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                    },
+                    "416": _resp("range not satisfiable"),
+                    **_errors(404, 409, 422, *AUTH_ERRORS),
                 },
                 tag="jobs",
                 params=[
@@ -370,6 +382,15 @@ def build_spec() -> dict:
                         "in": "query",
                         "schema": {"type": "string"},
                         "description": "one of the job's outputs by name",
+                    },
+                    {
+                        "name": "redirect",
+                        "in": "query",
+                        "schema": {"type": "boolean", "default": True},
+                        "description": (
+                            "s3 backend: false streams the file through the API instead of"
+                            " redirecting to the bucket"
+                        ),
                     },
                 ],
             )
