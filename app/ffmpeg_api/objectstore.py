@@ -27,6 +27,8 @@ from .storage import StoredFile, safe_name
 
 PART_SIZE = 8 * 1024 * 1024  # S3's minimum part is 5 MiB; 8 MiB is boto3's default
 READ_CHUNK = 1024 * 1024
+UPLOAD_CONCURRENCY = 4  # parts in flight per upload
+UPLOAD_BUFFERED_PARTS = 6  # parts an upload may hold in memory (48 MiB)
 MANIFEST = ".manifest.json"
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1,000 keys
 
@@ -51,6 +53,58 @@ CONTENT_TYPES = {
     ".wav": "audio/wav",
     ".json": "application/json",
 }
+
+
+class _CheckedBody:
+    """An upload's stream as boto3 reads it: hashed and counted on the way, and refused (by
+    raising from read) when it passes MAX_UPLOAD_BYTES or the storage budget, ends before its
+    declared length, or is empty."""
+
+    def __init__(self, stream, max_bytes: int, budget, expected_size: int | None):
+        self.stream, self.max_bytes = stream, max_bytes
+        self.budget, self.expected_size = budget, expected_size
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def read(self, amount: int = -1) -> bytes:
+        want = READ_CHUNK if amount is None or amount < 0 else amount
+        chunks, got = [], 0
+        while got < want:
+            chunk = self.stream.read(min(READ_CHUNK, want - got))
+            if not chunk:
+                break
+            self.size += len(chunk)
+            if self.size > self.max_bytes:
+                raise PayloadTooLarge(f"upload exceeds the limit of {self.max_bytes} bytes")
+            if self.budget is not None:
+                self.budget(self.size, len(chunk))
+            self.digest.update(chunk)
+            chunks.append(chunk)
+            got += len(chunk)
+        if not got:  # the end of the stream: refuse it now, before boto3 completes
+            if self.expected_size is not None and self.size < self.expected_size:
+                raise UploadIncomplete(
+                    f"the upload ended after {self.size} of the {self.expected_size} bytes"
+                    " its Content-Length declared; send it again",
+                    field="file",
+                )
+            if self.size == 0:
+                raise ValidationError("the upload is empty", field="file")
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _transfer_config():
+    from boto3.s3.transfer import TransferConfig
+
+    config = TransferConfig(
+        multipart_threshold=PART_SIZE,
+        multipart_chunksize=PART_SIZE,
+        max_concurrency=UPLOAD_CONCURRENCY,
+    )
+    # s3transfer's bound on the parts a non-seekable upload reads ahead (boto3's own
+    # TransferConfig does not take it as an argument; its default is 10).
+    config.max_in_memory_upload_chunks = UPLOAD_BUFFERED_PARTS
+    return config
 
 
 def content_type(name: str) -> str:
@@ -100,67 +154,24 @@ class S3Store:
         self, name: str, stream, max_bytes: int, budget=None, expected_size: int | None = None
     ) -> StoredFile:
         """`storage.save_stream`'s contract, into the bucket: the same refusals, and nothing
-        left behind by a refused, failed or interrupted upload."""
+        left behind by a refused, failed or interrupted upload.
+
+        boto3's managed transfer does the multipart upload (PART_SIZE parts, several in flight,
+        checksummed, at most UPLOAD_BUFFERED_PARTS held in memory) and aborts it when the
+        stream raises: every refusal is raised from the stream's read, before its bytes go."""
         name = safe_name(name)
         relpath = f"uploads/{uuid.uuid4().hex}/{name}"
         key = self.key(relpath)
-        digest = hashlib.sha256()
-        size = 0
-        buffer = bytearray()
-        upload_id = None
-        parts: list[dict] = []
-        try:
-            while True:
-                chunk = stream.read(READ_CHUNK)
-                if not chunk:
-                    break
-                size += len(chunk)
-                if size > max_bytes:
-                    raise PayloadTooLarge(f"upload exceeds the limit of {max_bytes} bytes")
-                if budget is not None:
-                    budget(size, len(chunk))
-                digest.update(chunk)
-                buffer += chunk
-                if len(buffer) >= PART_SIZE:
-                    if upload_id is None:
-                        upload_id = self.client.create_multipart_upload(
-                            Bucket=self.bucket, Key=key, ContentType=content_type(name)
-                        )["UploadId"]
-                    parts.append(self._part(key, upload_id, len(parts) + 1, bytes(buffer)))
-                    buffer.clear()
-            if expected_size is not None and size < expected_size:
-                raise UploadIncomplete(
-                    f"the upload ended after {size} of the {expected_size} bytes its"
-                    " Content-Length declared; send it again",
-                    field="file",
-                )
-            if size == 0:
-                raise ValidationError("the upload is empty", field="file")
-            if upload_id is None:  # smaller than one part: one PUT
-                done = self.client.put_object(
-                    Bucket=self.bucket, Key=key, Body=bytes(buffer), ContentType=content_type(name)
-                )
-            else:
-                if buffer:
-                    parts.append(self._part(key, upload_id, len(parts) + 1, bytes(buffer)))
-                done = self.client.complete_multipart_upload(
-                    Bucket=self.bucket,
-                    Key=key,
-                    UploadId=upload_id,
-                    MultipartUpload={"Parts": parts},
-                )
-                upload_id = None
-        except BaseException:
-            if upload_id is not None:
-                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-            raise
-        return StoredFile(relpath, size, digest.hexdigest(), done["ETag"])
-
-    def _part(self, key: str, upload_id: str, number: int, data: bytes) -> dict:
-        out = self.client.upload_part(
-            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
+        body = _CheckedBody(stream, max_bytes, budget, expected_size)
+        self.client.upload_fileobj(
+            body,
+            self.bucket,
+            key,
+            ExtraArgs={"ContentType": content_type(name)},
+            Config=_transfer_config(),
         )
-        return {"ETag": out["ETag"], "PartNumber": number}
+        etag = self.client.head_object(Bucket=self.bucket, Key=key)["ETag"]
+        return StoredFile(relpath, body.size, body.digest.hexdigest(), etag)
 
     # --- reading ----------------------------------------------------------------------
 
