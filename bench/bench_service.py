@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 
 import psycopg
 import requests
@@ -43,6 +44,26 @@ from ffmpeg_api.media import spec as media_spec  # noqa: E402
 from ffmpeg_api.settings import Settings  # noqa: E402
 
 from servers import PostgresServer, RedisServer, free_port  # noqa: E402
+
+#: ffmpeg arguments of the 10 s 720p clip every overhead figure is measured on.
+CLIP_720P = [
+    "-f",
+    "lavfi",
+    "-i",
+    "testsrc2=size=1280x720:rate=30:duration=10",
+    "-f",
+    "lavfi",
+    "-i",
+    "sine=frequency=440:duration=10",
+    "-c:v",
+    "libx264",
+    "-preset",
+    "veryfast",
+    "-pix_fmt",
+    "yuv420p",
+    "-c:a",
+    "aac",
+]
 
 TRANSCODE = {
     "type": "transcode",
@@ -74,7 +95,9 @@ class Stack:
         self.redis = RedisServer(os.path.join(self.base, "redis"))
         self.procs: list[subprocess.Popen] = []
 
-    def start(self) -> Settings:
+    def start(self, **overrides) -> Settings:
+        """PostgreSQL, Redis, the storage root and the migrated database; `overrides` replace
+        settings (e.g. the s3 backend's)."""
         self.pg.start()
         self.redis.start()
         with psycopg.connect(self.pg.url(), autocommit=True) as conn:
@@ -89,6 +112,8 @@ class Stack:
             access_log=os.path.join(self.base, "access.log"),
             rate_limit_per_minute=0,
         )
+        self.settings = replace(self.settings, **overrides)
+        os.makedirs(self.settings.scratch_dir, exist_ok=True)
         dbmod.upgrade(self.settings.database_url)
         return self.settings
 
@@ -96,7 +121,13 @@ class Stack:
         log = open(os.path.join(self.base, f"proc-{len(self.procs)}.log"), "w")
         p = subprocess.Popen(
             args,
-            env=env_for(self.settings, **extra_env),
+            # This checkout's app (not whichever one the venv has installed) and bench/ (for
+            # bare_app), absolute: the processes run from the repository's root.
+            env=env_for(
+                self.settings,
+                PYTHONPATH=os.pathsep.join([os.path.join(REPO, "app"), HERE]),
+                **extra_env,
+            ),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -112,16 +143,27 @@ class Stack:
             GUNICORN_BIND=f"127.0.0.1:{port}",
             GUNICORN_WORKERS=str(workers),
             PROMETHEUS_MULTIPROC_DIR=tempfile.mkdtemp(dir=self.base),
-            PYTHONPATH=HERE,
         )
         url = f"http://127.0.0.1:{port}"
         for _ in range(300):
             try:
                 requests.get(url + "/api/v1/health/live", timeout=1)
                 return url
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening, or booting
                 time.sleep(0.1)
         raise RuntimeError(f"gunicorn for {app} did not start")
+
+    def worker(self) -> None:
+        """One RQ worker (cpu queue), given time to connect."""
+        self.spawn([sys.executable, "-m", "ffmpeg_api.cli", "worker", "--kind", "cpu"])
+        time.sleep(2)
+
+    def api_key(self, user_id: str = "bench") -> dict:
+        """Headers of a new key of `user_id`, without a rate limit."""
+        with dbmod.connect(self.settings.database_url) as conn:
+            _key, raw = keymod.create(conn, name=user_id, user_id=user_id, rate_limit=0)
+            conn.commit()
+        return {"X-API-Key": raw}
 
     def stop(self):
         for p in self.procs:
@@ -136,13 +178,21 @@ class Stack:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
+def generate(path: str, args: list[str]) -> str:
+    """Run ffmpeg with `args` writing `path`; the path."""
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *args, path], check=True)
+    return path
+
+
 def make_clip(settings, name: str, args: list[str], *, owner: str) -> str:
-    """A clip under uploads/, recorded as `owner`'s upload (a path is usable only by its
-    owner or an admin key)."""
+    """A clip under uploads/<owner>/ (an upload's path has a directory, as the API's
+    uploads/<uuid>/<name>), recorded as `owner`'s upload (a path is usable only by its owner
+    or an admin key)."""
     from ffmpeg_api import ownership
 
-    path = os.path.join(settings.storage_root, "uploads", name)
-    subprocess.run(["ffmpeg", "-v", "error", "-y", *args, path], check=True)
+    folder = os.path.join(settings.storage_root, "uploads", owner)
+    os.makedirs(folder, exist_ok=True)
+    path = generate(os.path.join(folder, name), args)
     relpath = os.path.relpath(path, settings.storage_root)
     with open(path, "rb") as fh:
         digest = hashlib.sha256(fh.read()).hexdigest()
@@ -169,14 +219,16 @@ def wait_job(url, headers, job_id, poll=0.02, timeout=600):
     raise RuntimeError(f"job {job_id} did not finish")
 
 
-def bench_ratio(stack, url, headers, clip, runs):
+def bench_ratio(stack, url, headers, clip, runs, *, local_path=None, target=1.10):
+    """End-to-end time of a /convert of `clip` (the API's path) / the same ffmpeg command run
+    directly on `local_path` (default: the clip under the storage root)."""
     s = stack.settings
-    path = os.path.join(s.storage_root, clip)
+    path = local_path or os.path.join(s.storage_root, clip)
     info = media_probe.probe(path)
     ops = media_spec.parse_request("mp4", [TRANSCODE], max_output_pixels=s.max_output_pixels)
     direct, e2e, post, queued, worker = [], [], [], [], []
     for _ in range(runs):
-        work = tempfile.mkdtemp(dir=s.tmp_dir)
+        work = tempfile.mkdtemp(dir=s.scratch_dir)
         steps = media_plan.build_plan(
             input_path=path,
             info=info,
@@ -215,8 +267,8 @@ def bench_ratio(stack, url, headers, clip, runs):
         worker.append(float(w))
     d, e = statistics.median(direct), statistics.median(e2e)
     print(
-        f"overhead: direct ffmpeg median {d:.3f}s, end-to-end median {e:.3f}s, "
-        f"ratio {e / d:.3f} (target <= 1.10; runs={runs})"
+        f"overhead ({s.storage_backend} backend): direct ffmpeg median {d:.3f}s, "
+        f"end-to-end median {e:.3f}s, ratio {e / d:.3f} (target <= {target:.2f}; runs={runs})"
     )
     print(
         f"  breakdown (medians): POST /convert {statistics.median(post) * 1000:.0f} ms, "
@@ -287,33 +339,8 @@ def main():
     stack = Stack()
     try:
         s = stack.start()
-        with dbmod.connect(s.database_url) as conn:
-            _key, raw = keymod.create(conn, name="bench", user_id="bench", rate_limit=0)
-            conn.commit()
-        headers = {"X-API-Key": raw}
-        clip = make_clip(
-            s,
-            "bench720.mp4",
-            [
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc2=size=1280x720:rate=30:duration=10",
-                "-f",
-                "lavfi",
-                "-i",
-                "sine=frequency=440:duration=10",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "veryfast",
-                "-pix_fmt",
-                "yuv420p",
-                "-c:a",
-                "aac",
-            ],
-            owner="bench",
-        )
+        headers = stack.api_key()
+        clip = make_clip(s, "bench720.mp4", CLIP_720P, owner="bench")
         tiny = make_clip(
             s,
             "tiny.mp4",
@@ -333,11 +360,12 @@ def main():
         )
         url = stack.gunicorn("ffmpeg_api.wsgi:app", args.gunicorn_workers)
         bare_url = stack.gunicorn("bare_app:app", args.gunicorn_workers)
-        stack.spawn([sys.executable, "-m", "ffmpeg_api.cli", "worker", "--kind", "cpu"])
-        time.sleep(2)
+        stack.worker()
+        # The health report's components are shown to a caller with a key only.
+        health = requests.get(url + "/api/v1/health", headers=headers).json()["components"]
         print(
             f"machine: {os.cpu_count()} cores; gunicorn workers {args.gunicorn_workers}; "
-            f"{json.dumps(requests.get(url + '/api/v1/health').json()['components']['ffmpeg'])}"
+            f"{json.dumps(health['ffmpeg'])}"
         )
         bench_ratio(stack, url, headers, clip, args.runs)
         bench_latency(stack, url, headers, tiny, args.latency_jobs)
