@@ -15,6 +15,7 @@ ffprobe result, and a worker that finds the same version reuses that probe.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -31,6 +32,8 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
+PROBE_HEAD = 64 * 1024 * 1024  # bytes of an upload's start kept for ffprobe (s3 backend)
+PROBE_TAIL = 32 * 1024 * 1024  # and of its end
 PROBE_TTL = 5.0  # seconds a probe of the bucket is reused
 PROBE_WAIT = 3.0  # seconds /health or a scrape waits for it; slower counts as down
 
@@ -180,12 +183,13 @@ class S3Store:
     @contextlib.contextmanager
     def receive(self, name, stream, max_bytes, budget=None, expected_size=None):
         """Stream an upload into the bucket and, beside it, into a scratch file the caller
-        probes; the scratch copy is gone when the block ends."""
+        probes (its head and tail: `_ProbeCopy`); the scratch copy is gone when the block
+        ends."""
         os.makedirs(self.settings.scratch_dir, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=self.settings.scratch_dir, suffix=".part") as copy:
-            tee = _Tee(stream, copy)
-            stored = self.bucket.save_stream(name, tee, max_bytes, budget, expected_size)
-            copy.flush()
+            kept = _ProbeCopy(stream, copy)
+            stored = self.bucket.save_stream(name, kept, max_bytes, budget, expected_size)
+            kept.finish()
             yield stored, copy.name
 
     def discard_upload(self, relpath: str) -> None:
@@ -227,17 +231,43 @@ class S3Store:
         return BUCKET_PROBE.result(self)["ok"]
 
 
-class _Tee:
-    """A stream whose every read is also written to `copy`."""
+class _ProbeCopy:
+    """A stream whose reads are also kept, for ffprobe, in a scratch file of the upload's
+    true size that holds its first PROBE_HEAD and last PROBE_TAIL bytes, the middle a hole.
+    That is what ffprobe reads to report streams and duration: the container's header and
+    first packets at the start; an index, a trailing moov atom or the last timestamps at the
+    end. Writing the whole upload to scratch cost more than the upload itself (0.9 s per
+    256 MiB here); this writes at most 96 MiB and holds at most PROBE_TAIL in memory."""
 
     def __init__(self, stream, copy):
         self._stream, self._copy = stream, copy
+        self._seen = 0
+        self._tail: collections.deque[bytes] = collections.deque()
+        self._tail_bytes = 0
 
     def read(self, size: int = -1) -> bytes:
         data = self._stream.read(size)
-        if data:
-            self._copy.write(data)
+        if not data:
+            return data
+        head = max(0, min(len(data), PROBE_HEAD - self._seen))
+        if head:
+            self._copy.write(data[:head])
+        if head < len(data):
+            rest = data[head:]
+            self._tail.append(rest)
+            self._tail_bytes += len(rest)
+            while self._tail_bytes - len(self._tail[0]) >= PROBE_TAIL:
+                self._tail_bytes -= len(self._tail.popleft())
+        self._seen += len(data)
         return data
+
+    def finish(self) -> None:
+        """Write the kept tail where it belongs and give the file the stream's length."""
+        self._copy.seek(self._seen - self._tail_bytes)
+        for chunk in self._tail:
+            self._copy.write(chunk)
+        self._copy.truncate(self._seen)
+        self._copy.flush()
 
 
 class BucketProbe:
