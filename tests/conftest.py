@@ -19,7 +19,7 @@ from ffmpeg_api import keys as keymod
 from ffmpeg_api.settings import Settings
 
 sys.path.insert(0, os.path.dirname(__file__))
-from helpers import Proc, env_for, wait_for
+from helpers import Proc, env_for, lavfi_clip, wait_for
 
 from servers import free_port, service_servers
 
@@ -136,50 +136,14 @@ def clip_files(storage_root):
     out = os.path.join(storage_root, "uploads", "clips")
     os.makedirs(out, exist_ok=True)
     specs = {
-        "short.mp4": [
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=320x240:rate=25:duration=3",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:duration=3",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            "-shortest",
-        ],
-        "long.mp4": [
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=640x360:rate=25:duration=40",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=300:duration=40",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            "-shortest",
-        ],
+        "short.mp4": {"size": "320x240", "seconds": 3, "tone": 440},
+        "long.mp4": {"size": "640x360", "seconds": 40, "tone": 300},
     }
     paths = {}
-    for name, args in specs.items():
+    for name, spec in specs.items():
         path = os.path.join(out, name)
         if not os.path.exists(path):
-            subprocess.run(["ffmpeg", "-v", "error", "-y", *args, path], check=True)
+            lavfi_clip(path, **spec)
         paths[name] = os.path.relpath(path, storage_root)
     return paths
 

@@ -149,3 +149,17 @@ def monitoring_auth(secrets: str = "secrets") -> dict:
         password = fh.read().split()[0]
     token = base64.b64encode(f"monitoring:{password}".encode()).decode()
     return {"Authorization": f"Basic {token}"}
+
+
+def lavfi_clip(
+    path, *, size: str = "320x240", seconds: float = 3, rate: int = 25, tone: int | None = 440
+) -> str:
+    """A generated H.264 MP4 (testsrc2, with a sine tone as AAC unless tone is None) at path."""
+    args = ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}"]
+    if tone is not None:
+        args += ["-f", "lavfi", "-i", f"sine=frequency={tone}:duration={seconds}"]
+    args += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+    if tone is not None:
+        args += ["-c:a", "aac", "-shortest"]
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *args, str(path)], check=True)
+    return str(path)

@@ -238,3 +238,16 @@ def moto_server():
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@contextlib.contextmanager
+def moto_bucket(bucket: str):
+    """moto_server() with `bucket` created in it (credentials for moto in the environment,
+    where boto3 and the processes the tests start find them): its endpoint URL."""
+    import boto3
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
+    with moto_server() as url:
+        boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(Bucket=bucket)
+        yield url

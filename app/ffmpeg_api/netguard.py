@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import socket
+import ssl
 
 
 class TargetUnresolvable(Exception):
@@ -95,3 +96,19 @@ class PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.sock = self._tls.wrap_socket(
             connect_checked(self._addresses, self.timeout), server_hostname=self.host
         )
+
+
+def pinned_connection(parts, port: int, addresses, timeout: float, tls_context=None):
+    """(connection, request target) for a split http(s) URL, pinned to its checked addresses;
+    https verifies the URL's name with `tls_context` (default: the system's trust store)."""
+    if parts.scheme == "https":
+        conn = PinnedHTTPSConnection(
+            parts.hostname,
+            port,
+            addresses=addresses,
+            timeout=timeout,
+            context=tls_context or ssl.create_default_context(),
+        )
+    else:
+        conn = PinnedHTTPConnection(parts.hostname, port, addresses=addresses, timeout=timeout)
+    return conn, (parts.path or "/") + (f"?{parts.query}" if parts.query else "")

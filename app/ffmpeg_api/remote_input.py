@@ -34,11 +34,10 @@ from urllib.parse import unquote, urljoin, urlsplit
 from . import objectstore, storage
 from .errors import ValidationError
 from .netguard import (
-    PinnedHTTPConnection,
-    PinnedHTTPSConnection,
     TargetRefused,
     TargetUnresolvable,
     checked_addresses,
+    pinned_connection,
 )
 
 URL_SCHEMES = ("https", "http", "s3")
@@ -255,20 +254,9 @@ def _open(url, settings, deadline, tls_context):
         )
     except (TargetRefused, TargetUnresolvable, ValueError) as exc:
         raise InputFetchFailed(f"input URL {parts.hostname}: {exc}; refused") from None
-    timeout = deadline.remaining()
-    if scheme == "https":
-        conn = PinnedHTTPSConnection(
-            parts.hostname,
-            port,
-            addresses=addresses,
-            timeout=timeout,
-            context=tls_context or ssl.create_default_context(),
-        )
-    else:
-        conn = PinnedHTTPConnection(parts.hostname, port, addresses=addresses, timeout=timeout)
+    conn, target = pinned_connection(parts, port, addresses, deadline.remaining(), tls_context)
     opened: list[socket.socket] = []
     deadline.arm(lambda: _shutdown(opened))
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
         conn.connect()
         # http.client drops conn.sock once a response says Connection: close, so the timer

@@ -25,11 +25,10 @@ from urllib.parse import urlsplit
 
 from .errors import ValidationError
 from .netguard import (
-    PinnedHTTPConnection,
-    PinnedHTTPSConnection,
     TargetRefused,
     TargetUnresolvable,
     checked_addresses,
+    pinned_connection,
 )
 
 log = logging.getLogger(__name__)
@@ -80,17 +79,7 @@ def post(
         raise ValueError(f"not an http(s) URL: {url!r}")
     port = _port(parts)
     addresses = checked_addresses(parts.hostname, port, allow_private=allow_private)
-    if parts.scheme == "https":
-        conn = PinnedHTTPSConnection(
-            parts.hostname,
-            port,
-            addresses=addresses,
-            timeout=timeout,
-            context=tls_context or ssl.create_default_context(),
-        )
-    else:
-        conn = PinnedHTTPConnection(parts.hostname, port, addresses=addresses, timeout=timeout)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    conn, target = pinned_connection(parts, port, addresses, timeout, tls_context)
     try:
         conn.request("POST", target, body=body, headers=headers)
         response = conn.getresponse()

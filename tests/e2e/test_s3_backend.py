@@ -19,19 +19,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import boto3
 import pytest
 import requests
-from helpers import finished_job, slow_job, submit, wait_for
+from helpers import finished_job, lavfi_clip, slow_job, submit, wait_for
 
-from servers import free_port, moto_server
+from servers import free_port, moto_bucket
 
 BUCKET = "media-e2e"
 
 
 @pytest.fixture(scope="module")
 def endpoint():
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
-    with moto_server() as url:
-        boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    with moto_bucket(BUCKET) as url:
         yield url
 
 
@@ -75,35 +72,7 @@ def keys(client, prefix="media/") -> list[str]:
 
 
 def clip(tmp_path, name="in.mp4", seconds=3, size="320x240") -> str:
-    path = str(tmp_path / name)
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            f"testsrc2=size={size}:rate=25:duration={seconds}",
-            "-f",
-            "lavfi",
-            "-i",
-            f"sine=frequency=440:duration={seconds}",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            "-shortest",
-            path,
-        ],
-        check=True,
-    )
-    return path
+    return lavfi_clip(tmp_path / name, size=size, seconds=seconds)
 
 
 def upload(client, key, path) -> dict:
@@ -246,8 +215,7 @@ def test_bucket_unreachable_mid_job_fails_with_a_reason_and_degrades_health(
     fails saying so (no endpoint in the message), and /health turns degraded, not unhealthy."""
     from ffmpeg_api.api import create_app
 
-    with moto_server() as url:
-        boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    with moto_bucket(BUCKET) as url:
         own = s3_settings(settings, url, tmp_path)
         app = create_app(own)
         app.config["TESTING"] = True
@@ -269,7 +237,7 @@ def test_bucket_unreachable_mid_job_fails_with_a_reason_and_degrades_health(
             timeout=60,
             what="the transcode under way",
         )
-    # moto_server() has stopped the store.
+    # moto_bucket() has stopped the store.
     job = finished_job(api, user_key, job_id)
     assert job["status"] == "failed", job
     assert "saving the outputs: the object store could not be reached" in job["error"]

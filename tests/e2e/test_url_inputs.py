@@ -14,7 +14,7 @@ import boto3
 import pytest
 from helpers import finished_job, submit
 
-from servers import moto_server
+from servers import moto_bucket
 
 TRANSCODE = [{"type": "transcode", "video_codec": "h264", "preset": "ultrafast"}]
 
@@ -111,13 +111,10 @@ def test_plain_http_is_refused_unless_allowed(settings, user_key):
 
 
 def test_s3_input_from_an_allowed_bucket(settings, user_key, clips, start_worker, tmp_path):
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
     from ffmpeg_api.api import create_app
 
-    with moto_server() as endpoint:
+    with moto_bucket("partner-media") as endpoint:
         s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-        s3.create_bucket(Bucket="partner-media")
         s3.upload_file(
             os.path.join(settings.storage_root, clips["short.mp4"]), "partner-media", "in/a.mp4"
         )

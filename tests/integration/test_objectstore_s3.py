@@ -5,27 +5,22 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 from dataclasses import replace
 
-import boto3
 import pytest
 import requests
 
 from ffmpeg_api import objectstore
 from ffmpeg_api.errors import PayloadTooLarge, UploadIncomplete
 
-from servers import moto_server
+from servers import moto_bucket
 
 BUCKET = "media-test"
 
 
 @pytest.fixture(scope="module")
 def endpoint():
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
-    with moto_server() as url:
-        boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    with moto_bucket(BUCKET) as url:
         yield url
 
 

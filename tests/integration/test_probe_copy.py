@@ -5,9 +5,9 @@ must read the same streams and duration from it as from the whole file."""
 from __future__ import annotations
 
 import io
-import subprocess
 
 import pytest
+from helpers import lavfi_clip
 
 from ffmpeg_api import mediastore
 from ffmpeg_api.media import probe as media_probe
@@ -45,33 +45,7 @@ def test_a_short_stream_is_copied_whole(tmp_path, monkeypatch):
 @pytest.mark.parametrize("container", ["mp4", "mkv"])
 def test_ffprobe_reads_the_same_from_the_sparse_copy(tmp_path, monkeypatch, container):
     path = tmp_path / f"in.{container}"
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=640x272:rate=25:duration=12",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=300:duration=12",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            "-shortest",
-            str(path),
-        ],
-        check=True,
-    )
+    lavfi_clip(path, size="640x272", seconds=12, tone=300)
     size = path.stat().st_size
     # Keep a fifth of the file at each end: most of it is a hole, the index is in the tail.
     monkeypatch.setattr(mediastore, "PROBE_HEAD", size // 5)

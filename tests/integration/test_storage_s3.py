@@ -21,17 +21,14 @@ from helpers import env_for
 from ffmpeg_api import housekeeping, mediastore, metrics, storage_quota
 from ffmpeg_api.cli import main
 
-from servers import free_port, moto_server
+from servers import free_port, moto_bucket
 
 BUCKET = "media-ops"
 
 
 @pytest.fixture(scope="module")
 def endpoint():
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
-    with moto_server() as url:
-        boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    with moto_bucket(BUCKET) as url:
         yield url
 
 
