@@ -254,7 +254,6 @@ def keys_create(as_json, dry_run, name, user_id, admin, rate_limit):
         key, raw = keymod.create(
             c, name=name, user_id=user_id, is_admin=admin, rate_limit=rate_limit
         )
-        c.commit()
     emit(
         {"changed": True, **key, "api_key": raw},
         as_json,
@@ -312,7 +311,6 @@ def keys_revoke(as_json, dry_run, key_id, reason):
 
     with conn() as c:
         out = keymod.revoke(c, key_id, reason=reason, dry_run=dry_run)
-        c.commit()
     if out["changed"] and not dry_run:
         keymod.bump_epoch(rconn())
     emit(
@@ -357,7 +355,6 @@ def keys_rotate_user(as_json, dry_run, user_id, created_before):
 
     with conn() as c:
         out = keymod.rotate_user(c, user_id, dry_run=dry_run, created_before=created_before)
-        c.commit()
     if out["changed"] and not dry_run:
         keymod.bump_epoch(rconn())
     emit({**out, "dry_run": dry_run}, as_json)
@@ -372,7 +369,6 @@ def keys_monitor(as_json, dry_run, key_id, off):
 
     with conn() as c:
         out = keymod.set_monitored(c, key_id, not off, dry_run=dry_run)
-        c.commit()
     if out["changed"] and not dry_run:
         keymod.bump_epoch(rconn())
     emit({**out, "dry_run": dry_run}, as_json)

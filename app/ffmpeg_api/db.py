@@ -6,6 +6,34 @@ libpq connection must never be shared between processes.
 Every connection has a bounded connect timeout (`DEFAULT_CONNECT_TIMEOUT`, unless the URL's
 `connect_timeout` or PGCONNECT_TIMEOUT says otherwise): libpq's own default is to wait
 indefinitely (psycopg: 130 s) for a host that does not answer.
+
+Transactions: one rule, whoever holds the connection
+----------------------------------------------------
+**The domain function commits.** A function of keys, jobs, ownership, housekeeping ... that
+writes is one unit of work: its statements run in `atomic(conn)` -- all or none -- and are
+committed when it returns, before any side effect outside PostgreSQL that must see them
+(`jobs.create` enqueues the job only after its row is committed, `jobs.cancel` sets the
+worker's cancel flag only after the row says cancelled). It is the domain function that knows
+where that point is, which is why the rule is not "the caller commits".
+
+Callers -- API routes, CLI commands, the worker -- therefore never call `commit()` or
+`rollback()` around a domain function, and never run one inside a transaction block of their
+own (`atomic` refuses to: its commit would end the caller's block). An operation that must be
+atomic across several steps is one domain function (`keys.rotate_user`: revoke N keys, issue
+N). Steps that only ever run inside another function's unit of work are helpers and do not
+commit: `keys._insert`, `job_quotas.admit`, `storage_quota.lock_user`/`confirm`,
+`ownership.record_upload`. Reads need no transaction of their own.
+
+The rule gives the same answer on both kinds of connection this module hands out:
+- the pool's (`get_pool`, `transaction`; what the API uses) are autocommit: a statement
+  outside a transaction block is committed on its own, so several statements are atomic only
+  inside `conn.transaction()`, which opens a real BEGIN ... COMMIT;
+- `connect()`'s (CLI, worker) are not: the first statement opens an implicit transaction that
+  lasts until `commit()`, and `conn.transaction()` inside it is only a savepoint.
+`atomic` covers both: a block that is all-or-nothing and committed when it exits.
+
+`transaction(url)` is for code that runs its own SQL on a pooled connection (health checks,
+metrics): a transaction block, committed on success, rolled back on any exception.
 """
 
 from __future__ import annotations
@@ -17,6 +45,7 @@ from importlib import resources
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
@@ -81,7 +110,8 @@ def get_pool(url: str, max_size: int = 10) -> ConnectionPool:
             min_size=1,
             max_size=max(1, max_size),
             # Autocommit: a read costs one round trip, not three (BEGIN is implicit, but the
-            # ROLLBACK that ends it is not). Writes that must be atomic use conn.transaction().
+            # ROLLBACK that ends it is not). Writes that must be atomic run in `atomic(conn)`
+            # or `transaction()` (the module docstring: who commits).
             kwargs={"row_factory": dict_row, "autocommit": True},
             # A PostgreSQL restart (a runbook's restore, PITR, a config change) kills every
             # pooled connection; checking one before handing it out costs a round trip but
@@ -105,10 +135,30 @@ def close_pools() -> None:
 
 @contextmanager
 def transaction(url: str, max_size: int = 10, timeout: float = 10.0):
-    """A connection in a transaction: committed on success, rolled back on any exception."""
+    """A pooled connection in a transaction: committed on success, rolled back on any
+    exception. (The pool's connections are autocommit, so without the block each statement
+    would commit on its own and an exception would undo nothing.)"""
     pool = get_pool(url, max_size)
-    with pool.connection(timeout=timeout) as conn:
+    with pool.connection(timeout=timeout) as conn, conn.transaction():
         yield conn
+
+
+@contextmanager
+def atomic(conn: psycopg.Connection):
+    """One domain function's writes: all of them or none, committed when the block exits.
+
+    On an autocommit (pooled) connection, or on a `connect()` one with no transaction open,
+    this is BEGIN ... COMMIT. On a `connect()` connection whose caller has already run a
+    statement (an implicit transaction is open, holding reads only, by the rule), the writes
+    are a savepoint and the commit that follows ends the whole transaction -- as the bare
+    `conn.commit()` of a domain function always did. Inside a caller's own transaction block
+    psycopg refuses the commit (ProgrammingError), and the block rolls back: a domain
+    function is not composed into a bigger transaction (the module docstring).
+    """
+    with conn.transaction():
+        yield conn
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        conn.commit()
 
 
 def connect(url: str) -> psycopg.Connection:

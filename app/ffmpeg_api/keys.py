@@ -2,6 +2,9 @@
 
 A raw key looks like `fk_<id>_<secret>`. The id is public (it is what logs and the admin CLI
 show); the secret is 32 random bytes, so a fast hash is enough: there is nothing to brute-force.
+
+Every function here that writes commits its writes before it returns, in one `db.atomic`
+block (db.py: the domain function commits); callers do not commit.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from .db import atomic
 from .errors import NotFound, Unauthorized, ValidationError
 
 KEY_RE = re.compile(r"^fk_([a-z0-9]{12})_([A-Za-z0-9_-]{43})$")
@@ -73,6 +77,14 @@ def create(
         raise ValidationError("name and user_id are required", field="name")
     if rate_limit is not None and rate_limit < 0:
         raise ValidationError("rate_limit must be >= 0", field="rate_limit")
+    with atomic(conn):
+        return _insert(conn, name=name, user_id=user_id, is_admin=is_admin, rate_limit=rate_limit)
+
+
+def _insert(
+    conn: psycopg.Connection, *, name: str, user_id: str, is_admin: bool, rate_limit: int | None
+) -> tuple[dict, str]:
+    """Write one new key (a helper: it runs inside its caller's `atomic` block)."""
     key_id, raw = generate()
     row = conn.execute(
         "INSERT INTO api_keys (id, key_hash, name, user_id, is_admin, rate_limit)"
@@ -103,7 +115,6 @@ def authenticate(conn: psycopg.Connection, raw: str | None) -> Principal:
         " WHERE id = %s AND revoked_at IS NULL",
         (match.group(1),),
     ).fetchone()
-    conn.rollback()
     if row is None or not hmac.compare_digest(row["key_hash"], hash_key(raw)):
         raise Unauthorized("invalid API key")
     return Principal(
@@ -148,7 +159,7 @@ def flush_usage(conn: psycopg.Connection, redis_conn) -> int:
     rows = [(h.decode(), int(n), float(lasts.get(h, 0) or 0) or None) for h, n in counts.items()]
     updated = 0
     if rows:
-        with conn.transaction(), conn.cursor() as cur:
+        with atomic(conn), conn.cursor() as cur:
             cur.executemany(
                 "UPDATE api_keys SET request_count = request_count + %s,"
                 " last_used_at = greatest(last_used_at, to_timestamp(%s))"
@@ -156,7 +167,6 @@ def flush_usage(conn: psycopg.Connection, redis_conn) -> int:
                 [(n, ts, h) for h, n, ts in rows],
             )
             updated = len(rows)
-        conn.commit()
     redis_conn.delete(f"{USAGE_COUNT_KEY}:flushing:{suffix}", f"{USAGE_LAST_KEY}:flushing:{suffix}")
     return updated
 
@@ -225,10 +235,11 @@ def revoke(
         return {"key": _public(row), "changed": False}
     if dry_run:
         return {"key": _public(row), "changed": True}
-    row = conn.execute(
-        "UPDATE api_keys SET revoked_at = now(), revoked_reason = %s WHERE id = %s RETURNING *",
-        (reason or None, key_id),
-    ).fetchone()
+    with atomic(conn):
+        row = conn.execute(
+            "UPDATE api_keys SET revoked_at = now(), revoked_reason = %s WHERE id = %s RETURNING *",
+            (reason or None, key_id),
+        ).fetchone()
     return {"key": _public(row), "changed": True}
 
 
@@ -246,8 +257,8 @@ def rotate_user(
     replaced: the replacements are issued after it, so rotating again with the same cutoff
     finds nothing to do -- which is what makes a remediation safe to run twice.
     """
-    # One transaction: either every key of the user is replaced, or none is.
-    with conn.transaction():
+    # One unit of work: either every key of the user is replaced, or none is.
+    with atomic(conn):
         active = conn.execute(
             "SELECT * FROM api_keys WHERE user_id = %s AND revoked_at IS NULL"
             " AND (%s::timestamptz IS NULL OR created_at < %s::timestamptz)"
@@ -267,7 +278,7 @@ def rotate_user(
                 "UPDATE api_keys SET revoked_at = now(), revoked_reason = %s WHERE id = %s",
                 (reason, old["id"]),
             )
-            new, raw = create(
+            new, raw = _insert(
                 conn,
                 name=old["name"],
                 user_id=user_id,
@@ -289,7 +300,9 @@ def set_monitored(
     row = get(conn, key_id)
     changed = row["monitored"] != monitored
     if changed and not dry_run:
-        row = conn.execute(
-            "UPDATE api_keys SET monitored = %s WHERE id = %s RETURNING *", (monitored, key_id)
-        ).fetchone()
+        with atomic(conn):
+            row = conn.execute(
+                "UPDATE api_keys SET monitored = %s WHERE id = %s RETURNING *",
+                (monitored, key_id),
+            ).fetchone()
     return {"key": _public(row), "changed": changed}

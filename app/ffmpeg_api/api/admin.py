@@ -1,4 +1,7 @@
-"""Admin endpoints: API keys, maintenance mode, rate limits, job statistics."""
+"""Admin endpoints: API keys, maintenance mode, rate limits, job statistics.
+
+The routes do not commit: each keys.* call commits its own writes (db.py: who commits), so
+the epoch is bumped only after the change is visible to every process."""
 
 from __future__ import annotations
 
@@ -29,15 +32,13 @@ def create_key():
     is_admin = body.get("is_admin", False)
     if not isinstance(is_admin, bool):
         raise ValidationError("is_admin must be a boolean", field="is_admin")
-    conn = db()
     key, raw = keys.create(
-        conn,
+        db(),
         name=body["name"].strip(),
         user_id=body["user_id"].strip(),
         is_admin=is_admin,
         rate_limit=body_int(body, "rate_limit"),
     )
-    conn.commit()
     response = jsonify(
         {
             **key,
@@ -74,9 +75,7 @@ def key_usage(key_id: str):
 @admin_only
 def revoke_key(key_id: str):
     body = _optional_body()
-    conn = db()
-    outcome = keys.revoke(conn, key_id, reason=str(body.get("reason", "")))
-    conn.commit()
+    outcome = keys.revoke(db(), key_id, reason=str(body.get("reason", "")))
     keys.bump_epoch(redis_conn())
     return jsonify(outcome)
 
@@ -88,9 +87,7 @@ def monitor_key(key_id: str):
     enabled = body.get("enabled", True)
     if not isinstance(enabled, bool):
         raise ValidationError("enabled must be a boolean", field="enabled")
-    conn = db()
-    outcome = keys.set_monitored(conn, key_id, enabled)
-    conn.commit()
+    outcome = keys.set_monitored(db(), key_id, enabled)
     keys.bump_epoch(redis_conn())
     return jsonify(outcome)
 
@@ -98,9 +95,7 @@ def monitor_key(key_id: str):
 @bp.post("/admin/users/<user_id>/rotate-keys")
 @admin_only
 def rotate_user(user_id: str):
-    conn = db()
-    outcome = keys.rotate_user(conn, user_id)
-    conn.commit()
+    outcome = keys.rotate_user(db(), user_id)
     keys.bump_epoch(redis_conn())
     return jsonify(outcome)
 
