@@ -146,3 +146,31 @@ def confirm(conn: psycopg.Connection, settings: Settings, user_id: str, size: in
     stored = stored_bytes(conn, settings, user_id)
     if stored + size > quota:
         raise _quota_error(settings, stored)
+
+
+def record_upload(
+    conn: psycopg.Connection,
+    settings: Settings,
+    *,
+    user_id: str,
+    api_key_id: str | None,
+    stored,
+    probe: dict | None,
+) -> None:
+    """Record a finished upload as its user's, within the quota, in one committed step: the
+    user's lock, the quota check parallel uploads could have broken, and the ownership row."""
+    from . import db, ownership
+
+    with db.atomic(conn):
+        lock_user(conn, user_id)
+        confirm(conn, settings, user_id, stored.size)
+        ownership.record_upload(
+            conn,
+            path=stored.path,
+            user_id=user_id,
+            api_key_id=api_key_id,
+            size=stored.size,
+            sha256=stored.sha256,
+            probe=probe,
+            version=stored.version,
+        )

@@ -8,7 +8,7 @@ from flask import Blueprint, g, jsonify, request
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.formparser import FormDataParser
 
-from .. import mediastore, ownership, storage_quota
+from .. import mediastore, storage_quota
 from ..errors import InputRejected, PayloadTooLarge, UploadIncomplete, ValidationError
 from ..media import probe as media_probe
 from .pipeline import authenticated, db, settings
@@ -94,21 +94,15 @@ def upload():
         if not name:
             raise ValidationError("a raw upload needs ?name=<file name>", field="name")
         stored, probe = _receive(store, s, name, _ClientBody(request.stream), budget, length)
-    conn = db()
     try:
-        with conn.transaction():
-            storage_quota.lock_user(conn, principal.user_id)
-            storage_quota.confirm(conn, s, principal.user_id, stored.size)
-            ownership.record_upload(
-                conn,
-                path=stored.path,
-                user_id=principal.user_id,
-                api_key_id=principal.key_id,
-                size=stored.size,
-                sha256=stored.sha256,
-                probe=probe,
-                version=stored.version,
-            )
+        storage_quota.record_upload(
+            db(),
+            s,
+            user_id=principal.user_id,
+            api_key_id=principal.key_id,
+            stored=stored,
+            probe=probe,
+        )
     except BaseException:
         # An upload nobody owns would be usable by admins only and counted for no one.
         store.discard_upload(stored.path)
