@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 import sys
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -19,30 +18,34 @@ from uuid import UUID
 
 import click
 
+from . import durations
 from .errors import ApiError, ValidationError
 from .settings import Settings, SettingsError
 
-DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
 
 def parse_duration(text: str) -> float:
-    match = DURATION.match(str(text))
-    if not match:
-        raise click.BadParameter(f"{text!r} is not a duration like 90, 30m, 2h or 7d")
-    return float(match.group(1)) * UNITS[match.group(2)]
+    try:
+        return durations.parse(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 class DurationType(click.ParamType):
+    """A duration (see `durations`); with `minimum`, shorter ones are refused."""
+
     name = "duration"
 
+    def __init__(self, minimum: float | None = None):
+        self.minimum = minimum
+
     def convert(self, value, param, ctx):
-        if isinstance(value, (int, float)):
-            return float(value)
         try:
-            return parse_duration(value)
+            seconds = float(value) if isinstance(value, (int, float)) else parse_duration(value)
         except click.BadParameter as exc:
             self.fail(str(exc), param, ctx)
+        if self.minimum is not None and seconds < self.minimum:
+            self.fail(f"{value!r} is shorter than {self.minimum:g} s", param, ctx)
+        return seconds
 
 
 DURATION_TYPE = DurationType()
