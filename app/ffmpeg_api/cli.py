@@ -179,17 +179,67 @@ def db_status(as_json):
 # --- health -----------------------------------------------------------------------------
 
 
+def measure_http(url: str, samples: int, timeout: float, max_response_ms: float) -> dict:
+    """The `http` component: `samples` GETs of `url`, which must answer 200 within
+    `max_response_ms` on average; otherwise the component is in error, saying why."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    times, code, error = [], None, None
+    for _ in range(max(1, samples)):
+        started = time.perf_counter()
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (operator's URL)
+                resp.read()
+                code = resp.status
+        except urllib.error.HTTPError as exc:
+            code = exc.code
+        except Exception as exc:  # refused, timeout: reported, not raised
+            error = f"HTTP {exc.__class__.__name__} ({exc})"
+            break
+        times.append(round((time.perf_counter() - started) * 1000, 2))
+    avg = round(sum(times) / len(times), 2) if times else None
+    if error is None and code != 200:
+        error = f"HTTP status {code}"
+    if error is None and avg is not None and avg > max_response_ms:
+        error = f"slow responses: {avg:.0f} ms average (limit {max_response_ms:.0f} ms)"
+    comp = {
+        "status": "error" if error else "ok",
+        "url": url,
+        "http_status": code,
+        "response_ms": times,
+        "avg_ms": avg,
+        "max_ms": max(times) if times else None,
+        "ms": round(sum(times), 2),
+    }
+    if error:
+        comp["error"] = error
+    return comp
+
+
 @command(main, "health")
 @click.option(
     "--deep",
     is_flag=True,
     help="Also database connections by state and the jobs each worker is processing.",
 )
-def health_cmd(as_json, deep):
+@click.option(
+    "--ignore",
+    multiple=True,
+    metavar="COMPONENT",
+    help="Leave this component out of the verdict and the problems (reported all the same).",
+)
+@click.option("--url", default=None, help="Also time GETs of this health URL (component http).")
+@click.option("--samples", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True)
+@click.option("--max-response-ms", type=click.FloatRange(min=0), default=2000.0, show_default=True)
+def health_cmd(as_json, deep, ignore, url, samples, timeout, max_response_ms):
     """Check every component from this host (what GET /health reports, without HTTP).
 
     Exits 0 whenever the report was produced, healthy or not: read `status` (healthy,
-    degraded, unhealthy) and `problems` ({component, message} per component not ok).
+    degraded, unhealthy; `healthy` is false only when unhealthy), `problems` ({component,
+    message} per component not ok) and `summary` (one line).
     """
     from .api import health as healthmod
 
@@ -197,16 +247,19 @@ def health_cmd(as_json, deep):
     report = healthmod.check_all(s)
     if deep:
         report["components"].update(healthmod.check_deep(s))
-        if report["status"] == "healthy" and any(
-            c["status"] != "ok" for c in report["components"].values()
-        ):
-            report["status"] = "degraded"
+    if url:
+        report["components"]["http"] = measure_http(url, samples, timeout, max_response_ms)
+    counted = {k: v for k, v in report["components"].items() if k not in ignore}
+    report["status"] = healthmod.verdict(counted)
+    report["healthy"] = report["status"] != "unhealthy"
     report["deep"] = deep
-    report["problems"] = healthmod.summarize(report)
+    report["ignored"] = sorted(ignore)
+    report["problems"] = healthmod.summarize({"components": counted})
+    messages = "; ".join(p["message"] for p in report["problems"])
+    report["summary"] = report["status"] + (f": {messages}" if messages else "")
 
     def human(d):
-        problems = "; ".join(p["message"] for p in d["problems"])
-        click.echo(d["status"] + (f": {problems}" if problems else ""))
+        click.echo(d["summary"])
         for name, comp in d["components"].items():
             click.echo(f"  {name:<12}{comp['status']:<9}{comp['ms']:>8} ms")
 

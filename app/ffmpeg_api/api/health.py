@@ -89,14 +89,23 @@ def check_all(s) -> dict:
         "ffmpeg": _timed(ffmpeg_check),
         "maintenance": _timed(maintenance_check),
     }
-    critical = ("database", "redis", "storage", "ffmpeg")
-    if any(components[c]["status"] == "error" for c in critical):
-        status = "unhealthy"
-    elif any(c["status"] != "ok" for c in components.values()):
-        status = "degraded"
-    else:
-        status = "healthy"
-    return {"status": status, "components": components}
+    return {"status": verdict(components), "components": components}
+
+
+# A component in error that stops the service. `http` is the admin CLI's timing of the API as a
+# client sees it (`ffmpeg-api health --url`), present only when asked for.
+CRITICAL = ("database", "redis", "storage", "ffmpeg", "http")
+
+
+def verdict(components: dict) -> str:
+    """The one health verdict (GET /health, `ffmpeg-api health`, the service_health module):
+    unhealthy when a critical component is in error, degraded when anything else is not ok
+    (maintenance on, no worker alive, a backlog), else healthy."""
+    if any(components.get(c, {}).get("status") == "error" for c in CRITICAL):
+        return "unhealthy"
+    if any(c.get("status") != "ok" for c in components.values()):
+        return "degraded"
+    return "healthy"
 
 
 def check_deep(s) -> dict:

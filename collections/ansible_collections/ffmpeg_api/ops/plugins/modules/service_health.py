@@ -12,12 +12,15 @@ short_description: Quick or deep health check of the FFmpeg API, failing with a 
 version_added: 1.0.0
 description:
   - Runs the service's own health check on the managed host (C(ffmpeg-api health [--deep])),
-    covering
+    and passes its verdict on (C(status), C(healthy), C(problems), C(summary)): the module
+    judges nothing itself. It covers
     database, Redis, queue depths, workers alive and busy, storage, ffmpeg and maintenance mode.
     The deep check adds database connections by state (C(pg_stat_activity)) and, per worker,
     the jobs it is processing, including jobs held by workers that are gone.
-  - Optionally measures the API's response time over HTTP (I(url), e.g. through the load
-    balancer), as a client sees it.
+  - Optionally has the CLI measure the API's response time over HTTP (I(url), e.g. through the
+    load balancer), as a client sees it: component C(http), critical like the database.
+  - A service without any worker alive is C(degraded), as the service's own C(/health) says
+    (jobs queue up and run when workers return), not C(unhealthy).
   - "Fails the task when the service is unhealthy (I(fail_when_unhealthy)), with one short
     paragraph naming what is wrong, e.g. C(unhealthy: database error (connection refused);
     workers: 0 alive)."
@@ -56,12 +59,6 @@ options:
     description: An average response time of I(url) above this many milliseconds is a problem.
     type: float
     default: 2000
-  require_workers:
-    description: >-
-      Count "no worker alive" as unhealthy (a transcoding service without workers processes
-      nothing).
-    type: bool
-    default: true
   fail_when_unhealthy:
     description: >-
       Fail the task when unhealthy. With C(false) the result is only reported (I(healthy),
@@ -73,7 +70,7 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    description: Read-only; runs the same in check mode.
+    description: Read-only; runs the same in check mode (the CLI's health command changes nothing).
   diff_mode:
     support: none
     description: Nothing changes, so there is nothing to show.
@@ -103,8 +100,8 @@ EXAMPLES = r"""
 RETURN = r"""
 healthy:
   description: >-
-    Whether the check passed (no critical component in error, workers alive when required, HTTP
-    fine).
+    The CLI's C(healthy): false only when C(status) is C(unhealthy) (a critical component, or
+    the HTTP measurement, in error).
   returned: always
   type: bool
 status:
@@ -131,11 +128,14 @@ components:
   returned: always
   type: dict
 http:
-  description: The HTTP measurement of I(url).
+  description: The HTTP measurement of I(url) (the CLI's component C(http)).
   returned: when url is set
   type: dict
   contains:
     status:
+      description: C(ok), or C(error) when it failed, did not answer 200 or was too slow.
+      type: str
+    http_status:
       description: HTTP status of the last answer (null when none came).
       type: int
     response_ms:
@@ -149,97 +149,26 @@ http:
       description: Slowest response.
       type: float
     error:
-      description: Why the request failed, when it did.
+      description: Why the measurement is in error, when it is.
       type: str
 """
 
-import time
-
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.six.moves.urllib.error import HTTPError
-from ansible.module_utils.urls import open_url
 from ansible_collections.ffmpeg_api.ops.plugins.module_utils.service_cli import (
     ServiceCLI,
     service_cli_argument_spec,
 )
 
-CRITICAL = ("database", "redis", "storage", "ffmpeg")
 
-
-def http_problems(http, max_response_ms):
-    problems = []
-    if http.get("error"):
-        problems.append("HTTP %s" % http["error"])
-    elif http.get("status") != 200:
-        problems.append("HTTP status %s" % http.get("status"))
-    if http.get("avg_ms") is not None and http["avg_ms"] > max_response_ms:
-        problems.append(
-            "slow responses: %.0f ms average (limit %.0f ms)" % (http["avg_ms"], max_response_ms)
-        )
-    return problems
-
-
-def workers_alive(report):
-    workers = report.get("components", {}).get("workers", {})
-    return workers.get("cpu", {}).get("alive", 0) + workers.get("gpu", {}).get("alive", 0)
-
-
-def verdict(report, http=None, max_response_ms=2000, require_workers=True, ignore=()):
-    """(healthy, status, problems, summary) of a CLI health report and an optional HTTP
-    measurement, leaving out the components in `ignore`.
-
-    Unhealthy: a critical component (database, Redis, storage, ffmpeg) in error, no worker
-    alive (when required), or the HTTP check failing or too slow. Anything else not ok
-    (maintenance on, a queue backlog...) makes the service degraded, not unhealthy.
-    """
-    ignore = set(ignore or ())
-    components = report.get("components", {})
-    problems = [
-        p["message"] if isinstance(p, dict) else str(p)
-        for p in report.get("problems", [])
-        if not (isinstance(p, dict) and p.get("component") in ignore)
-    ]
-    healthy = not any(
-        components.get(c, {}).get("status") == "error" for c in CRITICAL if c not in ignore
-    )
-    if require_workers and "workers" not in ignore and workers_alive(report) == 0:
-        healthy = False
-    if http is not None and "http" not in ignore:
-        found = http_problems(http, max_response_ms)
-        problems.extend(found)
-        healthy = healthy and not found
-    if not healthy:
-        status = "unhealthy"
-    elif problems:
-        status = "degraded"
-    else:
-        status = "healthy"
-    summary = status if not problems else "%s: %s" % (status, "; ".join(problems))
-    return healthy, status, problems, summary
-
-
-def measure(url, samples, timeout):
-    times, status, error = [], None, None
-    for _ in range(max(1, samples)):
-        started = time.time()
-        try:
-            resp = open_url(url, method="GET", timeout=timeout, validate_certs=True)
-            resp.read()
-            status = resp.getcode()
-        except HTTPError as exc:
-            status = exc.code
-        except Exception as exc:  # connection refused, timeout: reported, not raised
-            error = "%s (%s)" % (exc.__class__.__name__, exc)
-            break
-        times.append(round((time.time() - started) * 1000, 2))
-    return dict(
-        url=url,
-        status=status,
-        response_ms=times,
-        avg_ms=round(sum(times) / len(times), 2) if times else None,
-        max_ms=max(times) if times else None,
-        error=error,
-    )
+def cli_args(deep=False, ignore=(), url=None, samples=3, timeout=10, max_response_ms=2000):
+    """The CLI call; the CLI measures, judges and summarises."""
+    args = ["health", "--deep" if deep else None]
+    for name in ignore or ():
+        args += ["--ignore", name]
+    if url:
+        args += ["--url", url, "--samples", samples, "--timeout", timeout]
+        args += ["--max-response-ms", max_response_ms]
+    return args
 
 
 def main():
@@ -251,28 +180,28 @@ def main():
         samples=dict(type="int", default=3),
         timeout=dict(type="float", default=10),
         max_response_ms=dict(type="float", default=2000),
-        require_workers=dict(type="bool", default=True),
         fail_when_unhealthy=dict(type="bool", default=True),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
-    report = ServiceCLI(module).run("health", "--deep" if p["deep"] else None)
-    http = measure(p["url"], p["samples"], p["timeout"]) if p["url"] else None
-    healthy, status, problems, summary = verdict(
-        report, http, p["max_response_ms"], p["require_workers"], p["ignore"]
+    report = ServiceCLI(module).run(
+        *cli_args(
+            p["deep"], p["ignore"], p["url"], p["samples"], p["timeout"], p["max_response_ms"]
+        )
     )
+    components = report.get("components", {})
     result = dict(
         changed=False,
-        healthy=healthy,
-        status=status,
-        summary=summary,
-        problems=problems,
-        components=report.get("components", {}),
+        healthy=report["healthy"],
+        status=report["status"],
+        summary=report["summary"],
+        problems=[problem["message"] for problem in report.get("problems", [])],
+        components=components,
     )
-    if http is not None:
-        result["http"] = http
-    if not healthy and p["fail_when_unhealthy"]:
-        module.fail_json(msg=summary, **result)
+    if "http" in components:
+        result["http"] = components["http"]
+    if not result["healthy"] and p["fail_when_unhealthy"]:
+        module.fail_json(msg=result["summary"], **result)
     module.exit_json(**result)
 
 
