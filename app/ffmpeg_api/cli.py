@@ -505,29 +505,79 @@ def maintenance():
     """Maintenance mode (every endpoint but health answers 503)."""
 
 
+MAINTENANCE_OFF = {"enabled": False, "reason": None, "since": None, "ttl": None}
+
+
+def _maintenance_view(status: dict) -> dict:
+    """What a diff shows of a maintenance status (not `since`, which every switch-on resets)."""
+    return {k: status.get(k) for k in ("enabled", "reason", "ttl")}
+
+
+def _maintenance_result(before: dict, after: dict, changed: bool, dry_run: bool) -> dict:
+    return {
+        "changed": changed,
+        "dry_run": dry_run,
+        **after,
+        "diff": {"before": _maintenance_view(before), "after": _maintenance_view(after)},
+    }
+
+
+def maintenance_plan(before: dict, reason: str | None, ttl: float | None, extend_ttl: bool):
+    """The rule of "maintenance on": (changed, reason to set).
+
+    A mode already on with the same reason is left alone when no TTL is asked for, or when it
+    already has an expiry and `extend_ttl` is false: a rerun does not push the expiry further
+    out. Without `reason`, the reason of a mode already on is kept."""
+    wanted_reason = reason if reason is not None else (before["reason"] or "")
+    unchanged = (
+        before["enabled"]
+        and (before["reason"] or "") == wanted_reason
+        and (ttl is None or (before["ttl"] is not None and not extend_ttl))
+    )
+    return not unchanged, wanted_reason
+
+
 @command(maintenance, "on", changes=True)
-@click.option("--ttl", type=DURATION_TYPE, default=None, help="Lift it by itself after this.")
-@click.option("--reason", default="")
-def maintenance_on(as_json, dry_run, ttl, reason):
+@click.option(
+    "--ttl", type=DurationType(minimum=1), default=None, help="Lift it by itself after this."
+)
+@click.option(
+    "--reason", default=None, help="Why (left out: the reason of a mode already on is kept)."
+)
+@click.option(
+    "--extend-ttl/--keep-ttl",
+    default=False,
+    show_default=True,
+    help="With --ttl on a mode already on as wanted: restart its expiry, or leave it running.",
+)
+def maintenance_on(as_json, dry_run, ttl, reason, extend_ttl):
+    """Switch maintenance mode on (a rerun with the same reason and a TTL changes nothing)."""
     from . import control
 
     before = control.maintenance_status(rconn())
-    changed = not before["enabled"] or ttl is not None or (reason and reason != before["reason"])
-    out = (
-        before
-        if dry_run
-        else control.maintenance_on(rconn(), reason=reason, ttl=int(ttl) if ttl else None)
-    )
-    emit({"changed": bool(changed), "dry_run": dry_run, **out}, as_json)
+    changed, wanted_reason = maintenance_plan(before, reason, ttl, extend_ttl)
+    ttl_seconds = int(ttl) if ttl else None
+    if not changed:
+        after = before
+    elif dry_run:
+        after = {**before, "enabled": True, "reason": wanted_reason, "ttl": ttl_seconds}
+    else:
+        after = control.maintenance_on(rconn(), reason=wanted_reason, ttl=ttl_seconds)
+    emit(_maintenance_result(before, after, changed, dry_run), as_json)
 
 
 @command(maintenance, "off", changes=True)
 def maintenance_off(as_json, dry_run):
+    """Switch maintenance mode off."""
     from . import control
 
     before = control.maintenance_status(rconn())
-    out = before if dry_run else control.maintenance_off(rconn())
-    emit({"changed": before["enabled"], "dry_run": dry_run, **out}, as_json)
+    changed = before["enabled"]
+    if not changed:
+        after = before
+    else:
+        after = MAINTENANCE_OFF if dry_run else control.maintenance_off(rconn())
+    emit(_maintenance_result(before, after, changed, dry_run), as_json)
 
 
 @command(maintenance, "status")

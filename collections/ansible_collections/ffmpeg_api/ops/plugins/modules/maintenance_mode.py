@@ -14,7 +14,8 @@ description:
   - In maintenance mode every API endpoint except health, metrics, the docs and the admin
     maintenance endpoints answers C(503) with C(Retry-After). The switch lives in Redis, so one
     call changes every API host at once.
-  - Wraps C(ffmpeg-api maintenance status|on|off).
+  - Wraps C(ffmpeg-api maintenance on|off), which decides whether anything changes; the module
+    passes its C(changed), C(diff) and status on.
 options:
   state:
     description: Whether maintenance mode should be on or off.
@@ -28,8 +29,8 @@ options:
     type: str
   ttl:
     description:
-      - Lift maintenance mode by itself after this long (C(90), C(30m), C(2h)), so a forgotten
-        switch cannot keep the service down.
+      - Lift maintenance mode by itself after this long (C(90), C(30m), C(1.5h), C(2h); at least
+        one second), so a forgotten switch cannot keep the service down. The CLI parses it.
       - Only used with I(state=on), and only when this module switches the mode on, changes its
         reason, or finds it on without any expiry. A mode already on with the same reason and
         an expiry is left alone (C(changed=false)); its remaining time is not extended, so a
@@ -39,7 +40,7 @@ options:
   extend_ttl:
     description: >-
       With I(ttl), restart the expiry even when the mode is already on as wanted (always reports a
-      change).
+      change). Passed to the CLI as C(--extend-ttl), or C(--keep-ttl).
     type: bool
     default: false
 extends_documentation_fragment:
@@ -47,7 +48,8 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    description: Reads the current status and reports what would change; changes nothing.
+    description: >-
+      Runs the CLI with C(--dry-run), which reports what it would change and changes nothing.
   diff_mode:
     support: full
     description: Shows the mode, reason and expiry before and after.
@@ -93,48 +95,27 @@ maintenance:
   sample: {enabled: true, reason: vertical resize, since: 1795000000.0, ttl: 3599}
 """
 
-import re
-
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.ffmpeg_api.ops.plugins.module_utils.service_cli import (
     ServiceCLI,
     service_cli_argument_spec,
 )
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+STATUS_FIELDS = ("enabled", "reason", "since", "ttl")
 
 
-def duration_seconds(text):
-    """Seconds in a duration such as 90, 30m, 2h or 7d (the CLI's syntax); None when invalid."""
-    match = _DURATION.match(str(text))
-    if not match:
-        return None
-    return int(float(match.group(1)) * _UNITS[match.group(2)])
-
-
-def plan(current, state, reason=None, ttl=None, extend_ttl=False):
-    """Whether the status `current` must change to match the wanted state, and the would-be
-    status after the change: (changed, wanted)."""
+def cli_args(state, reason=None, ttl=None, extend_ttl=False):
+    """The CLI call for the wanted state; the CLI decides whether it changes anything."""
     if state == "off":
-        wanted = dict(enabled=False, reason=None, since=None, ttl=None)
-        return bool(current.get("enabled")), wanted
-    wanted_reason = reason if reason is not None else (current.get("reason") or "")
-    if current.get("enabled"):
-        same_reason = (current.get("reason") or "") == wanted_reason
-        ttl_ok = ttl is None or (current.get("ttl") is not None and not extend_ttl)
-        if same_reason and ttl_ok:
-            return False, dict(current)
-    wanted = dict(current)
-    wanted.update(enabled=True, reason=wanted_reason, ttl=ttl)
-    return True, wanted
-
-
-def _view(status):
-    return dict(
-        enabled=bool(status.get("enabled")),
-        reason=status.get("reason"),
-        ttl=status.get("ttl"),
+        return ("maintenance", "off")
+    return (
+        "maintenance",
+        "on",
+        "--reason" if reason is not None else None,
+        reason,
+        "--ttl" if ttl is not None else None,
+        ttl,
+        "--extend-ttl" if extend_ttl else "--keep-ttl",
     )
 
 
@@ -148,33 +129,16 @@ def main():
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
-    ttl = None
-    if p["ttl"] is not None:
-        ttl = duration_seconds(p["ttl"])
-        if not ttl:
-            module.fail_json(
-                msg="ttl must be a positive duration like 90, 30m or 2h, not %r" % p["ttl"]
-            )
-
-    cli = ServiceCLI(module)
-    current = cli.run("maintenance", "status")
-    changed, wanted = plan(current, p["state"], p["reason"], ttl, p["extend_ttl"])
-    result = dict(changed=changed, maintenance=wanted)
-    if changed:
-        result["diff"] = dict(before=_view(current), after=_view(wanted))
-    if not changed or module.check_mode:
-        module.exit_json(**result)
-
-    if p["state"] == "on":
-        after = cli.run(
-            "maintenance", "on", "--reason", wanted["reason"], "--ttl" if ttl else None, ttl
-        )
-    else:
-        after = cli.run("maintenance", "off")
-    status = dict((k, after.get(k)) for k in ("enabled", "reason", "since", "ttl"))
-    result["maintenance"] = status
-    result["diff"]["after"] = _view(status)
-    module.exit_json(**result)
+    # The CLI parses the TTL (a bad one fails the task with the CLI's message), decides whether
+    # anything changes, and with --dry-run (check mode) reports what it would do.
+    out = ServiceCLI(module).run(
+        *cli_args(p["state"], p["reason"], p["ttl"], p["extend_ttl"]), dry_run=module.check_mode
+    )
+    module.exit_json(
+        changed=bool(out["changed"]),
+        maintenance=dict((k, out.get(k)) for k in STATUS_FIELDS),
+        diff=out["diff"],
+    )
 
 
 if __name__ == "__main__":
