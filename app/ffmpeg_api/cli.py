@@ -612,30 +612,54 @@ def ratelimit_get(as_json):
     emit(_limits(), as_json)
 
 
-@command(ratelimit, "set", changes=True)
-@click.argument("per_minute", type=click.IntRange(min=0))
-def ratelimit_set(as_json, dry_run, per_minute):
-    """Set the service-wide limit in requests per minute (0 = unlimited)."""
+def _apply_limits(as_json, dry_run, per_minute, ddos):
+    """The rule of both commands: a limit or mode already as wanted is no change."""
     from . import control
 
     before = _limits()
-    changed = before["global_per_minute"] != per_minute
+    after = dict(before)
+    if per_minute is not None:
+        after["global_per_minute"] = per_minute
+    if ddos is not None:
+        after["ddos_protection"] = ddos
+    changed = after != before
     if changed and not dry_run:
-        control.set_global_limit(rconn(), per_minute)
-    emit({"changed": changed, "dry_run": dry_run, **_limits()}, as_json)
+        if after["global_per_minute"] != before["global_per_minute"]:
+            control.set_global_limit(rconn(), per_minute)
+        if after["ddos_protection"] != before["ddos_protection"]:
+            control.set_ddos(rconn(), ddos)
+        after = _limits()
+    emit(
+        {
+            "changed": changed,
+            "dry_run": dry_run,
+            **after,
+            "diff": {"before": before, "after": after},
+        },
+        as_json,
+    )
+
+
+@command(ratelimit, "set", changes=True)
+@click.argument("per_minute", type=click.IntRange(min=0), required=False)
+@click.option(
+    "--ddos",
+    type=click.Choice(["on", "off"]),
+    default=None,
+    help="Also switch DDoS-protection mode (one call, one answer).",
+)
+def ratelimit_set(as_json, dry_run, per_minute, ddos):
+    """Set the service-wide limit in requests per minute (0 = unlimited)."""
+    if per_minute is None and ddos is None:
+        raise click.UsageError("say what to set: PER_MINUTE and/or --ddos on|off")
+    _apply_limits(as_json, dry_run, per_minute, None if ddos is None else ddos == "on")
 
 
 @command(ratelimit, "ddos", changes=True)
 @click.argument("state", type=click.Choice(["on", "off"]))
 def ratelimit_ddos(as_json, dry_run, state):
     """Switch DDoS-protection mode (a per-client-IP limit on every request)."""
-    from . import control
-
-    wanted = state == "on"
-    changed = control.ddos_enabled(rconn()) != wanted
-    if changed and not dry_run:
-        control.set_ddos(rconn(), wanted)
-    emit({"changed": changed, "dry_run": dry_run, **_limits()}, as_json)
+    _apply_limits(as_json, dry_run, None, state == "on")
 
 
 # --- storage ----------------------------------------------------------------------------

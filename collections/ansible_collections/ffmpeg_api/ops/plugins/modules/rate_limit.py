@@ -13,7 +13,8 @@ version_added: 1.0.0
 description:
   - The global limit (requests per minute over all clients) and DDoS-protection mode (a
     per-client-IP limit on every request) live in Redis, so one call changes every API host.
-  - Wraps C(ffmpeg-api ratelimit get|set|ddos).
+  - Wraps C(ffmpeg-api ratelimit set [PER_MINUTE] [--ddos on|off]), which decides whether
+    anything changes; the module passes its C(changed), C(diff) and limits on.
 options:
   per_minute:
     description: Service-wide limit in requests per minute; C(0) means unlimited.
@@ -26,7 +27,8 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    description: Reads the current limits and reports what would change; changes nothing.
+    description: >-
+      Runs the CLI with C(--dry-run), which reports what it would change and changes nothing.
   diff_mode:
     support: full
     description: Shows the limits before and after.
@@ -89,18 +91,15 @@ FIELDS = (
 )
 
 
-def plan(current, per_minute=None, ddos=None):
-    """The changes needed to reach the wanted limits: (set_limit, set_ddos, wanted), where the
-    first two are None when nothing needs doing."""
-    wanted = dict((k, current.get(k)) for k in FIELDS)
-    set_limit = set_ddos = None
-    if per_minute is not None and current.get("global_per_minute") != per_minute:
-        set_limit = per_minute
-        wanted["global_per_minute"] = per_minute
-    if ddos is not None and bool(current.get("ddos_protection")) != ddos:
-        set_ddos = ddos
-        wanted["ddos_protection"] = ddos
-    return set_limit, set_ddos, wanted
+def cli_args(per_minute=None, ddos=None):
+    """One CLI call for both settings; the CLI decides whether anything changes."""
+    return (
+        "ratelimit",
+        "set",
+        per_minute,
+        "--ddos" if ddos is not None else None,
+        None if ddos is None else ("on" if ddos else "off"),
+    )
 
 
 def main():
@@ -115,27 +114,14 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    if p["per_minute"] is not None and p["per_minute"] < 0:
-        module.fail_json(msg="per_minute must be >= 0 (0 = unlimited), not %s" % p["per_minute"])
-
-    cli = ServiceCLI(module)
-    current = cli.run("ratelimit", "get")
-    set_limit, set_ddos, wanted = plan(current, p["per_minute"], p["ddos"])
-    changed = set_limit is not None or set_ddos is not None
-    result = dict(changed=changed, limits=wanted)
-    if changed:
-        result["diff"] = dict(before=dict((k, current.get(k)) for k in FIELDS), after=dict(wanted))
-    if not changed or module.check_mode:
-        module.exit_json(**result)
-
-    after = current
-    if set_limit is not None:
-        after = cli.run("ratelimit", "set", set_limit)
-    if set_ddos is not None:
-        after = cli.run("ratelimit", "ddos", "on" if set_ddos else "off")
-    result["limits"] = dict((k, after.get(k)) for k in FIELDS)
-    result["diff"]["after"] = dict(result["limits"])
-    module.exit_json(**result)
+    # The CLI refuses a negative limit (exit 2, its message fails the task), decides whether
+    # anything changes and, with --dry-run in check mode, reports what it would set.
+    out = ServiceCLI(module).run(*cli_args(p["per_minute"], p["ddos"]), dry_run=module.check_mode)
+    module.exit_json(
+        changed=bool(out["changed"]),
+        limits=dict((k, out.get(k)) for k in FIELDS),
+        diff=out["diff"],
+    )
 
 
 if __name__ == "__main__":
