@@ -99,8 +99,9 @@ from ansible_collections.ffmpeg_api.ops.plugins.module_utils.service_cli import 
 
 
 def build_result(requeue_out, reconcile_out=None, report_only=False):
-    """The module result from the CLI's documents. With `report_only` (requeue=false) finding
-    stuck jobs is a report, not a change; an unqueued job reconciled still is one."""
+    """The module result from the CLI's documents, whose `changed` it passes on. With
+    `report_only` (requeue=false) the requeue was a dry run, so finding stuck jobs is a report,
+    not a change; an unqueued job reconciled still is one."""
     requeued = list(requeue_out.get("requeued", []))
     failed = list(requeue_out.get("failed", []))
     reconciled = list((reconcile_out or {}).get("requeued", []))
@@ -111,7 +112,8 @@ def build_result(requeue_out, reconcile_out=None, report_only=False):
     if reconciled:
         before["unqueued_jobs"], after["unqueued_jobs"] = sorted(reconciled), []
     result = dict(
-        changed=bool(before),
+        changed=bool(not report_only and requeue_out.get("changed"))
+        or bool((reconcile_out or {}).get("changed")),
         requeued=requeued,
         failed=failed,
         stuck=stuck,
