@@ -111,7 +111,9 @@ def test_maintenance_on_off_status(cli, settings):
 def test_ratelimit_set_and_ddos(cli):
     assert cli("ratelimit", "set", "100", "--json")["global_per_minute"] == 100
     assert cli("ratelimit", "set", "100", "--json")["changed"] is False
-    assert cli("ratelimit", "ddos", "on", "--dry-run", "--json")["ddos_protection"] is False
+    # a dry run reports what it would set, and sets nothing
+    assert cli("ratelimit", "ddos", "on", "--dry-run", "--json")["ddos_protection"] is True
+    assert cli("ratelimit", "get", "--json")["ddos_protection"] is False
     assert cli("ratelimit", "ddos", "on", "--json")["ddos_protection"] is True
     assert cli("ratelimit", "ddos", "on", "--json")["changed"] is False
     assert cli("ratelimit", "get", "--json")["ddos_protection"] is True
