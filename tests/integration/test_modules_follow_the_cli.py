@@ -80,15 +80,15 @@ def _same(cli_answer, module_answer, *fields):
 
 # (state before: None = off, else (reason, ttl seconds or None)), the task's arguments
 MAINTENANCE_CASES = [
-    (None, dict(state="on", reason="resize", ttl="1h")),
-    (("resize", 3000), dict(state="on", reason="resize", ttl="1h")),  # a rerun: no change
-    (("resize", 3000), dict(state="on", reason="resize", ttl="1h", extend_ttl=True)),
-    (("resize", None), dict(state="on", reason="resize", ttl="1h")),  # no expiry yet
-    (("resize", None), dict(state="on")),  # no reason given: the current one is kept
-    (("resize", 3000), dict(state="on", reason="restore")),
-    (("resize", 3000), dict(state="on", reason="resize", ttl="1.5h")),  # decimals: one parser
-    (("resize", None), dict(state="off")),
-    (None, dict(state="off")),
+    (None, dict(state="on", reason="resize", ttl="1h"), True),
+    (("resize", 3000), dict(state="on", reason="resize", ttl="1h"), False),  # a rerun
+    (("resize", 3000), dict(state="on", reason="resize", ttl="1h", extend_ttl=True), True),
+    (("resize", None), dict(state="on", reason="resize", ttl="1h"), True),  # no expiry yet
+    (("resize", None), dict(state="on"), False),  # no reason given: the current one is kept
+    (("resize", 3000), dict(state="on", reason="restore"), True),
+    (("resize", 3000), dict(state="on", reason="resize", ttl="1.5h"), False),  # decimals parse
+    (("resize", None), dict(state="off"), True),
+    (None, dict(state="off"), False),
 ]
 
 
@@ -110,8 +110,8 @@ def _maintenance_cli_args(args):
     return out
 
 
-@pytest.mark.parametrize("before,args", MAINTENANCE_CASES)
-def test_maintenance_mode_answers_like_the_cli(side_by_side, settings, before, args):
+@pytest.mark.parametrize("before,args,changes", MAINTENANCE_CASES)
+def test_maintenance_mode_answers_like_the_cli(side_by_side, settings, before, args, changes):
     cli, module = side_by_side
     r = redis.Redis.from_url(settings.redis_url)
 
@@ -123,6 +123,7 @@ def test_maintenance_mode_answers_like_the_cli(side_by_side, settings, before, a
     arrange()
     start = control.maintenance_status(r)
     preview = cli(*_maintenance_cli_args(args), "--dry-run")
+    assert preview["changed"] is changes  # the documented rule (README, module docs)
     _same_status(control.maintenance_status(r), start)  # a dry run changes nothing
     checked = module("maintenance_mode", check=True, **args)
     assert not checked.get("failed"), checked
@@ -151,16 +152,16 @@ def test_maintenance_mode_refuses_what_the_cli_refuses(side_by_side):
 # --- rate_limit -------------------------------------------------------------------------
 
 RATE_CASES = [
-    ((0, False), dict(per_minute=0, ddos=False)),
-    ((0, False), dict(per_minute=100)),
-    ((100, False), dict(per_minute=100, ddos=True)),
-    ((100, True), dict(ddos=True)),
-    ((100, True), dict(per_minute=0, ddos=False)),
+    ((0, False), dict(per_minute=0, ddos=False), False),
+    ((0, False), dict(per_minute=100), True),
+    ((100, False), dict(per_minute=100, ddos=True), True),
+    ((100, True), dict(ddos=True), False),
+    ((100, True), dict(per_minute=0, ddos=False), True),
 ]
 
 
-@pytest.mark.parametrize("before,args", RATE_CASES)
-def test_rate_limit_answers_like_the_cli(side_by_side, settings, before, args):
+@pytest.mark.parametrize("before,args,changes", RATE_CASES)
+def test_rate_limit_answers_like_the_cli(side_by_side, settings, before, args, changes):
     cli, module = side_by_side
     r = redis.Redis.from_url(settings.redis_url)
 
@@ -176,6 +177,7 @@ def test_rate_limit_answers_like_the_cli(side_by_side, settings, before, args):
 
     arrange()
     preview = cli(*cli_args, "--dry-run")
+    assert preview["changed"] is changes
     checked = module("rate_limit", check=True, **args)
     assert not checked.get("failed"), checked
     _same(preview, checked, "changed", "diff")
