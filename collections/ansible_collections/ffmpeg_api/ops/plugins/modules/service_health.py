@@ -12,13 +12,13 @@ short_description: Quick or deep health check of the FFmpeg API, failing with a 
 version_added: 1.0.0
 description:
   - Runs the service's own health check on the managed host (C(ffmpeg-api health [--deep])),
-    and passes its verdict on (C(status), C(healthy), C(problems), C(summary)): the module
+    and passes its verdict on (C(status), C(healthy), C(problems), C(summary)); the module
     judges nothing itself. It covers
     database, Redis, queue depths, workers alive and busy, storage, ffmpeg and maintenance mode.
     The deep check adds database connections by state (C(pg_stat_activity)) and, per worker,
     the jobs it is processing, including jobs held by workers that are gone.
   - Optionally has the CLI measure the API's response time over HTTP (I(url), e.g. through the
-    load balancer), as a client sees it: component C(http), critical like the database.
+    load balancer), as a client sees it (component C(http), critical like the database).
   - A service without any worker alive is C(degraded), as the service's own C(/health) says
     (jobs queue up and run when workers return), not C(unhealthy).
   - "Fails the task when the service is unhealthy (I(fail_when_unhealthy)), with one short
