@@ -64,7 +64,7 @@ usage:
     used_bytes: {description: Bytes used on that disk., type: int}
     free_bytes: {description: Bytes free on that disk., type: int}
     free_percent: {description: Free share in percent., type: float}
-    writable: {description: Whether tmp/ (s3, the scratch directory) is writable., type: bool}
+    writable: {description: "Whether tmp/ (s3 - the scratch directory) is writable.", type: bool}
     areas:
       description:
         - Bytes and files of uploads, output and tmp; with s3, of the bucket, with C(objects)
