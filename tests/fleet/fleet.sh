@@ -4,7 +4,7 @@
 # names. Ansible reaches them with the containers.podman.podman connection (no SSH).
 #
 #   tests/fleet/fleet.sh image          build the base image if its package list changed
-#   tests/fleet/fleet.sh up [HOST...]   start the base fleet (lb1 api1 worker1 data1 mon1), or HOSTs
+#   tests/fleet/fleet.sh up [HOST...]   start the base fleet (lb1 api1 worker1 data1 mon1 s3), or HOSTs
 #   tests/fleet/fleet.sh down [HOST...] remove the fleet's containers (all, or HOSTs); keeps the image
 #   tests/fleet/fleet.sh status         list the fleet's containers
 #   tests/fleet/fleet.sh tag            print the image reference for the current package list
@@ -31,12 +31,17 @@ declare -A ADDRESS=(
     [worker2]=10.89.77.32
     [data1]=10.89.77.40
     [mon1]=10.89.77.50
+    [s3]=10.89.77.60
 )
-BASE_HOSTS=(lb1 api1 worker1 data1 mon1)
-# API hosts and workers share the storage root (uploads, outputs), as NFS would in production.
-# (The service user gets the same uid on every container: same image, same order of creation.)
-STORAGE_VOLUME=ffmpeg-api-fleet-storage
-STORAGE_ROOT=/var/lib/ffmpeg-api/storage
+BASE_HOSTS=(lb1 api1 worker1 data1 mon1 s3)
+# No host shares a file system with another: media lives in object storage, an S3 API served
+# by the s3 host (a moto server standing in for AWS S3 or MinIO; not an inventory host, as a
+# bucket is provisioned outside the service's deployment). Its bucket is created here.
+S3_PORT=9000
+S3_BUCKET=ffmpeg-api-fleet
+# moto and what its server needs, as wheels built on the controller (containers reach Debian's
+# packages, not PyPI), pinned to the controller's moto.
+MOTO_WHEELS=var/fleet-wheels/moto
 
 # What debootstrap puts in the root file system, then what apt adds on top (the roles' packages).
 BOOTSTRAP_PACKAGES=(python3 python3-apt systemd systemd-sysv dbus iproute2 procps ca-certificates)
@@ -118,9 +123,7 @@ cmd_up() {
             podman start "fleet-$h" >/dev/null
             continue
         fi
-        local volumes=()
-        [[ $h == api* || $h == worker* ]] && volumes=(-v "$STORAGE_VOLUME:$STORAGE_ROOT")
-        podman run -d --name "fleet-$h" --hostname "$h" --label "$LABEL" "${volumes[@]}" \
+        podman run -d --name "fleet-$h" --hostname "$h" --label "$LABEL" \
             --network "$NETWORK" --ip "${ADDRESS[$h]}" \
             --systemd=always --cap-add SYS_ADMIN,NET_ADMIN,SYS_PTRACE,SYS_RESOURCE \
             --tmpfs /tmp --tmpfs /run --tmpfs /run/lock \
@@ -135,6 +138,59 @@ cmd_up() {
         done
         echo "fleet-$h ${ADDRESS[$h]} ${state:-unknown}"
     done
+    for h in "${hosts[@]}"; do
+        [[ $h == s3 ]] && setup_s3
+    done
+    return 0
+}
+
+moto_wheels() {
+    local version
+    version=$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("moto"))')
+    if [[ ! -e $MOTO_WHEELS/.moto-$version ]]; then
+        rm -rf "$MOTO_WHEELS"
+        mkdir -p "$MOTO_WHEELS"
+        .venv/bin/pip wheel -q --disable-pip-version-check -w "$MOTO_WHEELS" \
+            "moto==$version" flask flask-cors >&2
+        touch "$MOTO_WHEELS/.moto-$version"
+    fi
+}
+
+# The S3 server: moto in a venv of its own, under systemd, and the fleet's bucket.
+setup_s3() {
+    local c=fleet-s3
+    if ! podman exec "$c" test -x /opt/moto/bin/moto_server; then
+        moto_wheels
+        podman exec "$c" rm -rf /tmp/moto-wheels
+        podman cp "$MOTO_WHEELS" "$c:/tmp/moto-wheels"
+        podman exec "$c" python3 -m venv /opt/moto
+        podman exec "$c" /opt/moto/bin/pip install -q --no-index --disable-pip-version-check \
+            -f /tmp/moto-wheels moto flask flask-cors
+        podman exec -i "$c" sh -c 'cat >/etc/systemd/system/moto-s3.service' <<EOF
+[Unit]
+Description=S3 API (moto server) for the test fleet
+After=network-online.target
+
+[Service]
+ExecStart=/opt/moto/bin/moto_server -H 0.0.0.0 -p $S3_PORT
+Restart=always
+
+[Install]
+WantedBy=multi-user.target
+EOF
+        podman exec "$c" systemctl daemon-reload
+        podman exec "$c" systemctl enable moto-s3.service >/dev/null 2>&1
+    fi
+    podman exec "$c" systemctl start moto-s3.service
+    local up=
+    for _ in $(seq 60); do
+        podman exec "$c" curl -sf -o /dev/null "http://127.0.0.1:$S3_PORT/" && { up=1; break; }
+        sleep 0.5
+    done
+    [[ -n $up ]] || { echo "the fleet's S3 server did not start" >&2; exit 1; }
+    # moto does not check signatures: a plain PUT creates the bucket (200 when it exists).
+    podman exec "$c" curl -sf -o /dev/null -X PUT "http://127.0.0.1:$S3_PORT/$S3_BUCKET"
+    echo "fleet-s3 S3 API http://${ADDRESS[s3]}:$S3_PORT bucket $S3_BUCKET"
 }
 
 cmd_down() {
@@ -147,7 +203,6 @@ cmd_down() {
     ((${#names[@]})) && podman rm -f -t 5 "${names[@]}" >/dev/null
     if ! (($#)); then
         podman network exists "$NETWORK" && podman network rm "$NETWORK" >/dev/null
-        podman volume exists "$STORAGE_VOLUME" && podman volume rm "$STORAGE_VOLUME" >/dev/null
     fi
     return 0
 }

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import re
 import shutil
 import subprocess
 import threading
 import time
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -37,6 +39,7 @@ SCALE_LIMIT = "api2,worker2,loadbalancer,monitoring"
 
 LB = "10.89.77.10"
 MON = "10.89.77.50"
+S3 = "10.89.77.60:9000"  # the fleet's S3 API (tests/fleet/fleet.sh), where media lives
 API_URL = f"http://{LB}:8080/api/v1"
 RECAP = re.compile(
     r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M
@@ -366,6 +369,120 @@ def test_jobs_run_on_both_workers(scaled_out, api_key, tmp_path):
     per_worker = {h: sum(j["worker_id"].startswith(h + ".") for j in jobs) for h in sorted(hosts)}
     FIGURES["jobs per worker host"] = ", ".join(f"{h}: {n}" for h, n in per_worker.items())
     assert hosts == {"worker1", "worker2"}, [j["worker_id"] for j in jobs]
+    # Each worker host wrote its outputs to the bucket; the API hands out a presigned URL.
+    for host in sorted(hosts):
+        job = next(j for j in jobs if j["worker_id"].startswith(host + "."))
+        body = download_output(job["id"], headers)
+        out = tmp_path / f"{host}.mp4"
+        out.write_bytes(body)
+        probe = subprocess.run(
+            ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+             "stream=codec_name,height", "-of", "csv=p=0", str(out)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert probe.stdout.strip() == "h264,240", (host, probe.stdout)
+
+
+def download_output(job_id: str, headers: dict, name: str | None = None) -> bytes:
+    """A job's output through the API's 302 to a presigned URL of the fleet's S3 API, fetched
+    without the API key (the signature is the authorization)."""
+    params = {"file": name} if name else {}
+    r = requests.get(
+        f"{API_URL}/jobs/{job_id}/output",
+        params=params,
+        headers=headers,
+        allow_redirects=False,
+        timeout=30,
+    )
+    assert r.status_code == 302, (r.status_code, r.text[:300])
+    location = urlsplit(r.headers["Location"])
+    assert location.netloc == S3, r.headers["Location"]
+    got = requests.get(r.headers["Location"], timeout=60)
+    assert got.status_code == 200, (got.status_code, got.text[:300])
+    download_output.content_types[name or ""] = got.headers.get("Content-Type", "")
+    return got.content
+
+
+download_output.content_types = {}
+
+
+def test_api_and_worker_hosts_share_no_volume(scaled_out):
+    for host in ("api1", "api2", "worker1", "worker2"):
+        mounts = json.loads(
+            subprocess.run(
+                ["podman", "inspect", "--format", "{{json .Mounts}}", f"fleet-{host}"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+        shared = [m for m in mounts or [] if m.get("Type") in ("volume", "bind")]
+        assert shared == [], (host, shared)
+
+
+def test_hls_ladder_is_read_from_the_bucket(scaled_out, api_key, tmp_path):
+    """An HLS ladder converted on a worker host: its playlists and one segment of every
+    variant come from the bucket through their URLs, each with its HLS content type."""
+    headers = {"X-API-Key": api_key}
+    clip = tmp_path / "hls.mp4"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
+         "testsrc2=size=640x360:rate=25:duration=6", "-f", "lavfi", "-i",
+         "sine=frequency=440:duration=6", "-shortest", "-c:v", "libx264", "-preset", "ultrafast",
+         "-pix_fmt", "yuv420p", "-c:a", "aac", str(clip)],
+        check=True, timeout=60,
+    )  # fmt: skip
+    with clip.open("rb") as fh:
+        up = requests.post(
+            f"{API_URL}/files?name=hls.mp4",
+            data=fh,
+            headers={**headers, "Content-Type": "application/octet-stream"},
+            timeout=60,
+        )
+    assert up.status_code == 201, up.text
+    r = requests.post(
+        f"{API_URL}/convert",
+        json={
+            "input": up.json()["path"],
+            "output": "m3u8",
+            "operations": [
+                {
+                    "type": "hls",
+                    "segment_duration": 2,
+                    "ladder": [
+                        {"height": 240, "video_bitrate": "300k"},
+                        {"height": 144, "video_bitrate": "150k", "audio_bitrate": "48k"},
+                    ],
+                }
+            ],
+        },
+        headers=headers,
+        timeout=30,
+    )
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+
+    def done():
+        job = requests.get(f"{API_URL}/jobs/{job_id}", headers=headers, timeout=10).json()
+        return job if job["status"] in ("completed", "failed", "cancelled") else None
+
+    job = wait_for("the HLS job", done, timeout=240, interval=2)
+    assert job["status"] == "completed", job.get("error")
+    master = download_output(job_id, headers, "master.m3u8").decode()
+    variants = [line for line in master.splitlines() if line and not line.startswith("#")]
+    assert len(variants) == 2, master
+    for variant in variants:
+        playlist = download_output(job_id, headers, variant).decode()
+        segments = [line for line in playlist.splitlines() if line and not line.startswith("#")]
+        assert segments, playlist
+        segment = posixpath.join(posixpath.dirname(variant), segments[0])
+        assert len(download_output(job_id, headers, segment)) > 1000
+        assert download_output.content_types[segment] in ("video/mp2t", "video/mp4"), segment
+    for playlist in ("master.m3u8", *variants):
+        assert download_output.content_types[playlist] == "application/vnd.apple.mpegurl"
+    FIGURES["HLS from the bucket"] = (
+        f"{len(variants)} variants, playlists and segments via presigned URLs"
+    )
 
 
 class RequestLoop(threading.Thread):
