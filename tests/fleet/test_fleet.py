@@ -2,13 +2,16 @@
 
 The fleet is podman containers running systemd (tests/fleet/fleet.sh), one per host: lb1,
 api1, worker1, data1 (PostgreSQL + Redis) and mon1; api2 and worker2 join in the scale-out
-step. This module runs the same steps as the molecule/fleet scenario, directly:
+step. Media lives in the bucket of the s3 host's S3 API (STORAGE_BACKEND=s3): no container
+shares a volume with another, outputs are downloaded through presigned URLs without the API
+key. This module runs the same steps as the molecule/fleet scenario, directly:
 
 1. build the image if its package list changed, start the base fleet;
 2. deploy (site.yml ends with a smoke test through HAProxy), then deploy again: no change;
 3. scale out with one command (api2 + worker2, limited to them, the load balancer and
    monitoring) and check both API hosts are UP in HAProxy and scraped by Prometheus, jobs run
-   on both workers, and nothing restarted on the hosts already there;
+   on both workers (their outputs, and an HLS ladder, read from the bucket), and nothing
+   restarted on the hosts already there;
 4. a rolling restart of the API hosts under a bounded request loop: no request fails.
 
 Timings are printed at the end of the session. The containers are removed at the end; the
@@ -227,6 +230,19 @@ def test_second_run_changes_nothing(deployed):
     assert all(h["changed"] == 0 for h in recap.values()), changed_tasks(out)
 
 
+def test_health_reports_the_bucket(api_key):
+    """Through HAProxy, with a key: the storage component is the fleet's bucket, reachable,
+    and the api host's scratch directory (WORK_DIR) exists."""
+    body = requests.get(f"{API_URL}/health", headers={"X-API-Key": api_key}, timeout=10).json()
+    storage = body["components"]["storage"]
+    assert storage["backend"] == "s3", storage
+    assert storage["status"] == "ok", storage
+    assert "scratch_error" not in storage and storage["scratch_free_bytes"] > 0, storage
+    for host in ("api1", "worker1"):
+        owner = in_container(host, "stat", "-c", "%U %a", "/var/lib/ffmpeg-api/work").split()
+        assert owner == ["ffmpeg-api", "750"], (host, owner)
+
+
 @pytest.fixture(scope="module")
 def scaled_out(deployed):
     before = main_pids()
@@ -406,18 +422,35 @@ def download_output(job_id: str, headers: dict, name: str | None = None) -> byte
 download_output.content_types = {}
 
 
-def test_api_and_worker_hosts_share_no_volume(scaled_out):
-    for host in ("api1", "api2", "worker1", "worker2"):
+def test_no_container_shares_a_volume(scaled_out):
+    """Media is in the bucket only: api and worker hosts mount nothing, and no fleet container
+    has a volume or a host directory that another one also has."""
+    names = subprocess.run(
+        ["podman", "ps", "-a", "--filter", "label=ffmpeg-api-fleet=1", "--format", "{{.Names}}"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert {f"fleet-{h}" for h in ("api1", "api2", "worker1", "worker2", "s3")} <= set(names)
+    users: dict[str, list[str]] = {}
+    for name in names:
         mounts = json.loads(
             subprocess.run(
-                ["podman", "inspect", "--format", "{{json .Mounts}}", f"fleet-{host}"],
+                ["podman", "inspect", "--format", "{{json .Mounts}}", name],
                 capture_output=True,
                 text=True,
                 check=True,
             ).stdout
         )
-        shared = [m for m in mounts or [] if m.get("Type") in ("volume", "bind")]
-        assert shared == [], (host, shared)
+        for m in mounts or []:
+            if m.get("Type") in ("volume", "bind"):
+                users.setdefault(m.get("Name") or m["Source"], []).append(name)
+        if name.startswith(("fleet-api", "fleet-worker")):
+            assert [m for m in mounts or [] if m.get("Type") in ("volume", "bind")] == [], (
+                name,
+                mounts,
+            )
+    shared = {source: who for source, who in users.items() if len(who) > 1}
+    assert shared == {}, shared
+    FIGURES["volumes shared between containers"] = f"0 ({len(names)} containers inspected)"
 
 
 def test_hls_ladder_is_read_from_the_bucket(scaled_out, api_key, tmp_path):
