@@ -137,18 +137,30 @@ def usable_file(
 def probe_stored(
     conn: psycopg.Connection, settings: Settings, store, relpath: str, version: str
 ) -> media_probe.MediaInfo:
-    """What ffprobe says about a stored file: the probe its upload recorded when the bytes are
-    still those (same version), else a fresh probe of a local copy (files put in place by hand,
-    uploads from before probes were recorded)."""
+    """What ffprobe says about a stored file, probed once per content: the probe recorded for
+    its upload when the bytes are still those (same version), else a fresh probe of a local
+    copy, recorded for the next submission (an upload on the local backend, first used now;
+    one whose file changed; files put in place by hand have no upload row to record it in)."""
     row = conn.execute("SELECT probe, version FROM uploads WHERE path = %s", (relpath,)).fetchone()
     if row and row["probe"] and row["version"] == version:
-        if "error" in row["probe"]:
-            raise InputRejected(row["probe"]["error"])
-        return media_probe.info_from_ffprobe(row["probe"]["ffprobe"])
+        return media_probe.info_from_ffprobe(_recorded_probe(row["probe"]))
     with store.local_copy(relpath, os.path.join(settings.scratch_dir, "probe")) as (path, _v):
-        return media_probe.probe(
+        probe = media_probe.recorded_probe(
             path, ffprobe_bin=settings.ffprobe_bin, max_pixels=settings.max_input_pixels
         )
+    if row:
+        # A cache of what the bytes are: kept whether or not this submission goes on.
+        conn.execute(
+            "UPDATE uploads SET probe = %s, version = %s WHERE path = %s",
+            (Jsonb(probe), version, relpath),
+        )
+    return media_probe.info_from_ffprobe(_recorded_probe(probe), path=path)
+
+
+def _recorded_probe(probe: dict) -> dict:
+    if "error" in probe:
+        raise InputRejected(probe["error"])
+    return probe["ffprobe"]
 
 
 def validate_submission(

@@ -40,6 +40,7 @@ PROBE_WAIT = 3.0  # seconds /health or a scrape waits for it; slower counts as d
 
 class LocalStore:
     backend = "local"
+    probe_at_upload = False  # the file stays where ffprobe can read it at submission
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -151,6 +152,7 @@ def _bucket_errors(doing: str):
 
 class S3Store:
     backend = "s3"
+    probe_at_upload = True  # the bytes are local only while the upload streams
 
     def __init__(self, settings: Settings):
         from .objectstore import S3Store as Bucket

@@ -9,7 +9,7 @@ from werkzeug.exceptions import ClientDisconnected
 from werkzeug.formparser import FormDataParser
 
 from .. import mediastore, storage_quota
-from ..errors import InputRejected, PayloadTooLarge, UploadIncomplete, ValidationError
+from ..errors import PayloadTooLarge, UploadIncomplete, ValidationError
 from ..media import probe as media_probe
 from .pipeline import authenticated, db, settings
 
@@ -113,17 +113,16 @@ def upload():
 
 
 def _receive(store, s, name, stream, budget, expected_size=None):
-    """Store the upload and probe it while a local copy exists: (StoredFile, probe record).
-    A file ffprobe cannot read is still stored (it may be a reference, or the client's
-    mistake to learn about at submission); the record keeps ffprobe's reason."""
+    """Store the upload: (StoredFile, probe record or None). A store whose bytes are local
+    only while they arrive (s3) has them probed now, from its scratch copy; the local
+    backend's are probed at their first submission (jobs.probe_stored), which keeps an
+    ffprobe off every upload that is never converted."""
+    probe = None
     with store.receive(name, stream, s.max_upload_bytes, budget, expected_size) as (stored, path):
-        try:
-            raw = media_probe.probe_raw(
+        if store.probe_at_upload:
+            probe = media_probe.recorded_probe(
                 path, ffprobe_bin=s.ffprobe_bin, max_pixels=s.max_input_pixels
             )
-            probe = {"ffprobe": raw}
-        except InputRejected as exc:
-            probe = {"error": exc.message}
         if stored.version is None:  # the local backend: the file's own size and mtime
             stored = dataclasses.replace(stored, version=store.version(stored.path))
     return stored, probe

@@ -203,6 +203,15 @@ def probe_raw(
     return raw
 
 
+def recorded_probe(path: str, **kwargs) -> dict:
+    """What an upload's record keeps of a probe: {"ffprobe": its JSON}, or {"error": why
+    ffprobe could not read the file} (a file that is not media is still stored)."""
+    try:
+        return {"ffprobe": probe_raw(path, **kwargs)}
+    except InputRejected as exc:
+        return {"error": exc.message}
+
+
 def _strip_path(message: str, path: str) -> str:
     """Don't echo server-side absolute paths back to clients."""
     for p in (file_url(path), os.path.abspath(path), path):
