@@ -52,6 +52,21 @@ def _job_id_of(name: str) -> str | None:
         return None
 
 
+def orphaned_outputs(conn: psycopg.Connection, names: list[str]) -> set[str]:
+    """The entries of output/ (a directory, or a prefix in the bucket) that are garbage: not
+    named after a job, or their job is gone, failed or cancelled."""
+    ids = [i for i in (_job_id_of(n) for n in names) if i]
+    status = {
+        str(r["id"]): r["status"]
+        for r in conn.execute("SELECT id, status FROM jobs WHERE id = ANY(%s::uuid[])", (ids,))
+    }
+    return {
+        name
+        for name in names
+        if _job_id_of(name) is None or status.get(_job_id_of(name)) in (None, "failed", "cancelled")
+    }
+
+
 def plan_cleanup(
     conn: psycopg.Connection, settings: Settings, *, tmp_older_than: float | None, orphans: bool
 ) -> dict:
@@ -67,15 +82,8 @@ def plan_cleanup(
         tmp_victims = storage.old_tmp_entries(root, tmp_older_than, keep)
     if orphans:
         names = sorted(os.listdir(settings.output_dir))
-        ids = [i for i in (_job_id_of(n) for n in names) if i]
-        status = {
-            str(r["id"]): r["status"]
-            for r in conn.execute("SELECT id, status FROM jobs WHERE id = ANY(%s::uuid[])", (ids,))
-        }
-        for name in names:
-            job_id = _job_id_of(name)
-            if job_id is None or status.get(job_id) in (None, "failed", "cancelled"):
-                orphan_victims.append(os.path.join(settings.output_dir, name))
+        for name in sorted(orphaned_outputs(conn, names)):
+            orphan_victims.append(os.path.join(settings.output_dir, name))
     stale_uploads: list[str] = []
     if orphans:
         stale_uploads = [
@@ -132,20 +140,6 @@ def _running_jobs(conn: psycopg.Connection) -> set[str]:
     return {str(r["id"]) for r in conn.execute("SELECT id FROM jobs WHERE status = 'processing'")}
 
 
-def _children(store, area: str) -> tuple[list[str], list[str]]:
-    """Names directly under area/ in the bucket, by one delimited listing (a page holds 1,000
-    of them): (names of sub-prefixes, names of loose objects)."""
-    full = store.key(area + "/")
-    prefixes, loose = [], []
-    paginator = store.client.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=store.bucket, Prefix=full, Delimiter="/"):
-        for cp in page.get("CommonPrefixes", []):
-            prefixes.append(cp["Prefix"][len(full) :].rstrip("/"))
-        for obj in page.get("Contents", []):
-            loose.append(obj["Key"][len(full) :])
-    return prefixes, loose
-
-
 def _last_part_at(store, key: str, upload_id: str) -> float:
     """When a multipart upload last received a part (0 when it has none): its age for the
     tmp/ rule, as a file's newest mtime is locally."""
@@ -198,23 +192,13 @@ def plan_cleanup_s3(
             plan["multipart"].append((rel, upload_id))
         plan["multipart"].sort()
     if orphans:
-        prefixes, loose = _children(store, "output")
-        ids = [i for i in (_job_id_of(n) for n in prefixes + loose) if i]
-        status = {
-            str(r["id"]): r["status"]
-            for r in conn.execute("SELECT id, status FROM jobs WHERE id = ANY(%s::uuid[])", (ids,))
-        }
-
-        def orphaned(name: str) -> bool:
-            job_id = _job_id_of(name)
-            return job_id is None or status.get(job_id) in (None, "failed", "cancelled")
-
-        for name in sorted(prefixes):
-            if orphaned(name):
-                objects = [(rel, size) for rel, size, _m in store.list(f"output/{name}")]
-                plan["orphans"][f"output/{name}"] = objects
+        prefixes, loose = store.children("output")
+        orphaned = orphaned_outputs(conn, prefixes + loose)
+        for name in sorted(orphaned & set(prefixes)):
+            objects = [(rel, size) for rel, size, _m in store.list(f"output/{name}")]
+            plan["orphans"][f"output/{name}"] = objects
         for name in sorted(loose):
-            if orphaned(name):
+            if name in orphaned:
                 head = store.head(f"output/{name}")
                 if head is not None:
                     plan["orphans"][f"output/{name}"] = [(f"output/{name}", head["ContentLength"])]
@@ -366,7 +350,7 @@ def remove_dead_attempt_dirs(
 def _remove_dead_staged(conn: psycopg.Connection, settings: Settings, also: set[str]) -> list[str]:
     store = mediastore.store_for(settings).bucket
     staged: dict[str, list[tuple[int, str]]] = {}
-    prefixes, _loose = _children(store, "tmp")
+    prefixes, _loose = store.children("tmp")
     for name in prefixes:
         match = ATTEMPT_DIR_RE.match(name)
         if match:

@@ -325,9 +325,9 @@ def _s3_health(store: S3Store) -> dict:
     result.pop("ok")
     result.setdefault("bucket", store.settings.s3_bucket)
     try:
-        free = shutil.disk_usage(store.settings.scratch_dir)
-        result["scratch_free_bytes"] = free.free
-        result["scratch_free_percent"] = round(100.0 * free.free / free.total, 2)
+        scratch = storage.scratch_disk_usage(store.settings.scratch_dir)
+        result["scratch_free_bytes"] = scratch["free_bytes"]
+        result["scratch_free_percent"] = scratch["free_percent"]
     except OSError as exc:
         result["status"] = "warning"
         result["scratch_error"] = str(exc)

@@ -285,6 +285,19 @@ class S3Store:
             for obj in page.get("Contents", []):
                 yield self.relpath(obj["Key"]), obj["Size"], obj["LastModified"].timestamp()
 
+    def children(self, area: str) -> tuple[list[str], list[str]]:
+        """Names directly under area/, by one delimited listing (a page holds 1,000 of them):
+        (names of sub-prefixes, names of loose objects)."""
+        full = self.key(area + "/")
+        prefixes, loose = [], []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full, Delimiter="/"):
+            for cp in page.get("CommonPrefixes", []):
+                prefixes.append(cp["Prefix"][len(full) :].rstrip("/"))
+            for obj in page.get("Contents", []):
+                loose.append(obj["Key"][len(full) :])
+        return prefixes, loose
+
     def delete_keys(self, relpaths: list[str]) -> int:
         """Delete objects in batches of DELETE_BATCH; how many."""
         done = 0

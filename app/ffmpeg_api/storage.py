@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import tempfile
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -156,20 +155,20 @@ def save_stream(
     return StoredFile(relative(root, dest), size, digest.hexdigest())
 
 
-_STORES: dict[tuple, object] = {}
-_STORES_LOCK = threading.Lock()
-
-
 def disk_usage(root: str) -> dict:
     ensure_layout(root)
-    du = shutil.disk_usage(root)
-    writable = os.access(os.path.join(root, "tmp"), os.W_OK)
+    return _disk_figures(root, os.path.join(root, "tmp"))
+
+
+def _disk_figures(path: str, written: str) -> dict:
+    """The filesystem holding `path`, and whether the service can write to `written`."""
+    du = shutil.disk_usage(path)
     return {
         "total_bytes": du.total,
         "used_bytes": du.used,
         "free_bytes": du.free,
         "free_percent": round(100.0 * du.free / du.total, 2) if du.total else 0.0,
-        "writable": writable,
+        "writable": os.access(written, os.W_OK),
     }
 
 
@@ -213,14 +212,7 @@ def usage(root: str, top: int = 20) -> dict:
 def scratch_disk_usage(scratch_dir: str) -> dict:
     """disk_usage's figures for a host's scratch directory (WORK_DIR with the s3 backend)."""
     os.makedirs(scratch_dir, exist_ok=True)
-    du = shutil.disk_usage(scratch_dir)
-    return {
-        "total_bytes": du.total,
-        "used_bytes": du.used,
-        "free_bytes": du.free,
-        "free_percent": round(100.0 * du.free / du.total, 2) if du.total else 0.0,
-        "writable": os.access(scratch_dir, os.W_OK),
-    }
+    return _disk_figures(scratch_dir, scratch_dir)
 
 
 def s3_usage(store, scratch_dir: str, top: int = 20) -> dict:

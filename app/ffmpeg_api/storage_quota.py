@@ -75,16 +75,8 @@ def _stored_in_bucket(conn: psycopg.Connection, settings: Settings, job_ids: lis
             if page.get("KeyCount", len(page.get("Contents", []))):
                 found.add(job_id)
         return found
-    wanted = set(job_ids)
-    found = set()
-    full = store.key("output/")
-    paginator = store.client.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=store.bucket, Prefix=full, Delimiter="/"):
-        for cp in page.get("CommonPrefixes", []):
-            job_id = cp["Prefix"][len(full) :].rstrip("/")
-            if job_id in wanted:
-                found.add(job_id)
-    return found
+    prefixes, _loose = store.children("output")
+    return set(job_ids) & set(prefixes)
 
 
 def _quota_error(settings: Settings, stored: int) -> StorageQuotaExceeded:
